@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The livesnap CLI's subcommands. main() in cli/livesnap.c dispatches on argv[1] and calls the verb
+ * with argc/argv shifted so that argv[0] is the verb's name; each verb parses its own options with
+ * getopt_long() and returns the process exit status.
+ *
+ * Exit statuses (documented in livesnap(1)):
+ *   0  success
+ *   1  the operation failed (dump refused or failed, I/O error, ...)
+ *   2  bad usage (unknown option, missing or malformed argument)
+ *   3  the image is invalid: corrupt, truncated, not an image, unsupported version
+ *   4  cat: some byte of the range is not in the image (not mapped, discarded, or not saved)
+ *
+ *   livesnap dump PID [-o FILE] [--buffer SIZE] [--rate SIZE] [--compress[=LEVEL]] [--json]
+ *   livesnap info FILE [--json]
+ *   livesnap verify FILE [--json]
+ *   livesnap cat FILE ADDR LEN          ADDR and LEN decimal or 0x-hex; raw bytes on stdout
+ */
+
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILED = 1,
+        EXIT_USAGE = 2,
+        EXIT_BAD_IMAGE = 3,
+        EXIT_NOT_IN_IMAGE = 4,
+};
+
+int verb_dump(int argc, char *argv[]);
+int verb_info(int argc, char *argv[]);
+int verb_verify(int argc, char *argv[]);
+int verb_cat(int argc, char *argv[]);
+
+/* "livesnap: " prefix, message, newline, on stderr. */
+void log_error(const char *fmt, ...) __attribute__((__format__(printf, 1, 2)));

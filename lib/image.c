@@ -1,0 +1,1333 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The image file. Layout (little-endian; see livesnap-image(5)):
+ *
+ *   header (64 bytes) | section* | INDEX section | trailer (48 bytes)
+ *
+ * Each section is a 48-byte header followed by its payload; the header's checksum (XXH3-64) covers
+ * the header (with the checksum field zero) and the stored payload. The index lists every other
+ * section; the trailer, found at a fixed distance from the end, points at the index and repeats the
+ * file size, so a truncated file has no valid trailer. Header and trailer carry an XXH32 of their own.
+ */
+
+#include <assert.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "image.h"
+#include "util.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the image format is little-endian and livesnap only supports little-endian hosts"
+#endif
+
+#define IMAGE_VERSION 1
+#define HEADER_MAGIC "LSNAPIMG"
+#define TRAILER_MAGIC "LSNAPEND"
+#define SECTION_MAGIC 0x4345534cU /* "LSEC" */
+#define SECTION_ZSTD (1U << 0)
+#define META_MAX (64U << 20) /* largest META/MAPS/HOLES/THREAD/AUXV payload a reader accepts */
+
+typedef struct DiskHeader {
+        char magic[8];
+        uint32_t version;
+        uint32_t header_size;
+        uint64_t flags;
+        uint64_t page_size;
+        uint8_t reserved[28];
+        uint32_t checksum; /* XXH32 of the 60 bytes before it */
+} DiskHeader;
+static_assert(sizeof(DiskHeader) == 64, "header size");
+
+typedef struct DiskSection {
+        uint32_t magic;
+        uint32_t type;
+        uint32_t flags;
+        uint32_t reserved;
+        uint64_t arg; /* PAGES: vaddr; THREAD: tid */
+        uint64_t raw_len;
+        uint64_t stored_len;
+        uint64_t checksum; /* XXH3-64 of this header (checksum zeroed) followed by the payload */
+} DiskSection;
+static_assert(sizeof(DiskSection) == 48, "section header size");
+
+typedef struct DiskIndexEntry {
+        uint32_t type;
+        uint32_t flags; /* section flags; THREAD: | (thread flags << 16) */
+        uint64_t offset;
+        uint64_t arg;
+        uint64_t raw_len;
+        uint64_t stored_len;
+} DiskIndexEntry;
+static_assert(sizeof(DiskIndexEntry) == 40, "index entry size");
+
+typedef struct DiskTrailer {
+        char magic[8];
+        uint64_t index_offset;
+        uint64_t index_size; /* section header + payload */
+        uint64_t file_size;
+        uint64_t n_entries;
+        uint32_t reserved;
+        uint32_t checksum; /* XXH32 of the 44 bytes before it */
+} DiskTrailer;
+static_assert(sizeof(DiskTrailer) == 48, "trailer size");
+
+/* Thread payload: fixed part, then n_regsets of { u32 type, u32 size, data padded to 8 }. */
+typedef struct DiskThread {
+        uint32_t tid;
+        uint32_t flags;
+        char comm[16];
+        uint64_t sigpending, sigblocked;
+        uint32_t n_regsets;
+        uint32_t reserved;
+} DiskThread;
+static_assert(sizeof(DiskThread) == 48, "thread size");
+
+static int write_all(int fd, const void *p, size_t len)
+{
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;
+                p = (const uint8_t *)p + n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
+static int pread_all(int fd, void *p, size_t len, uint64_t off)
+{
+        while (len > 0) {
+                ssize_t n = pread(fd, p, len, (off_t)off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EBADMSG;
+                p = (uint8_t *)p + n;
+                len -= (size_t)n;
+                off += (uint64_t)n;
+        }
+        return 0;
+}
+
+static uint64_t section_checksum(const DiskSection *h, const void *payload, size_t len)
+{
+        XXH3_state_t *st = XXH3_createState();
+        DiskSection copy = *h;
+        uint64_t v;
+
+        copy.checksum = 0;
+        XXH3_64bits_reset(st);
+        XXH3_64bits_update(st, &copy, sizeof(copy));
+        if (len)
+                XXH3_64bits_update(st, payload, len);
+        v = XXH3_64bits_digest(st);
+        XXH3_freeState(st);
+        return v;
+}
+
+/* ---- writer ---- */
+
+struct ImageWriter {
+        int fd, dir_fd;
+        char *path, *tmp_path; /* tmp_path: named temporary (no O_TMPFILE) */
+        bool tmpfile, finished;
+        ImageWriterOptions opts;
+        ImageWriterStats stats;
+        uint64_t offset;
+        DiskIndexEntry *index;
+        size_t n_index, n_index_allocated;
+        ZSTD_CCtx *cctx;
+        void *zbuf;
+        size_t zbuf_size;
+};
+
+static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_t index_flags, uint64_t arg,
+                          const void *payload, size_t len)
+{
+        DiskSection h = { .magic = SECTION_MAGIC, .type = type, .arg = arg, .raw_len = len, .stored_len = len };
+        const void *data = payload;
+        int r;
+
+        if (w->opts.compress_level > 0 && type == IMAGE_SECTION_PAGES && len > 0) {
+                size_t bound = ZSTD_compressBound(len), n;
+
+                if (w->zbuf_size < bound) {
+                        void *p = realloc(w->zbuf, bound);
+                        if (!p)
+                                return -ENOMEM;
+                        w->zbuf = p;
+                        w->zbuf_size = bound;
+                }
+                if (!w->cctx && !(w->cctx = ZSTD_createCCtx()))
+                        return -ENOMEM;
+                n = ZSTD_compressCCtx(w->cctx, w->zbuf, w->zbuf_size, payload, len, w->opts.compress_level);
+                if (!ZSTD_isError(n) && n < len) {
+                        data = w->zbuf;
+                        h.stored_len = n;
+                        flags |= SECTION_ZSTD;
+                }
+        }
+        h.flags = flags;
+        h.checksum = section_checksum(&h, data, h.stored_len);
+
+        if (w->n_index == w->n_index_allocated) {
+                size_t n = MAX(w->n_index_allocated * 2, (size_t)256);
+                DiskIndexEntry *p = realloc(w->index, n * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                w->index = p;
+                w->n_index_allocated = n;
+        }
+
+        struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)data, h.stored_len } };
+        size_t total = sizeof(h) + h.stored_len, done = 0;
+        while (done < total) {
+                ssize_t n = pwritev(w->fd, iov, 2, (off_t)(w->offset + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                done += (size_t)n;
+                /* advance the iovecs past what was written */
+                size_t k = (size_t)n;
+                for (int i = 0; i < 2; i++) {
+                        size_t c = MIN(k, iov[i].iov_len);
+                        iov[i].iov_base = (uint8_t *)iov[i].iov_base + c;
+                        iov[i].iov_len -= c;
+                        k -= c;
+                }
+        }
+
+        if (type != IMAGE_SECTION_INDEX)
+                w->index[w->n_index++] = (DiskIndexEntry){
+                        .type = type, .flags = flags | index_flags, .offset = w->offset, .arg = arg,
+                        .raw_len = len, .stored_len = h.stored_len,
+                };
+        w->offset += total;
+        w->stats.bytes_written = w->offset;
+        r = 0;
+        return r;
+}
+
+int image_writer_new(const char *path, const ImageWriterOptions *opts, ImageWriter **ret)
+{
+        ImageWriter *w;
+        _cleanup_free_ char *copy = NULL;
+        const char *dir;
+        DiskHeader h = {};
+        int r;
+
+        if (!path || !*path || !ret)
+                return -EINVAL;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->fd = w->dir_fd = -EBADF;
+        if (opts)
+                w->opts = *opts;
+        w->path = strdup(path);
+        copy = strdup(path);
+        if (!w->path || !copy) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        dir = dirname(copy);
+
+        w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (w->dir_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+
+        w->fd = openat(w->dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (w->fd >= 0)
+                w->tmpfile = true;
+        else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+                _cleanup_free_ char *b = strdup(path);
+                if (!b || asprintf(&w->tmp_path, "%s/.%s.XXXXXX", dir, basename(b)) < 0) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                w->fd = mkostemp(w->tmp_path, O_CLOEXEC);
+                if (w->fd < 0) {
+                        r = -errno;
+                        free(w->tmp_path);
+                        w->tmp_path = NULL;
+                        goto fail;
+                }
+        } else {
+                r = -errno;
+                goto fail;
+        }
+
+        memcpy(h.magic, HEADER_MAGIC, 8);
+        h.version = IMAGE_VERSION;
+        h.header_size = sizeof(h);
+        h.page_size = IMAGE_PAGE_SIZE;
+        h.checksum = XXH32(&h, offsetof(DiskHeader, checksum), 0);
+        r = write_all(w->fd, &h, sizeof(h));
+        if (r < 0)
+                goto fail;
+        w->offset = sizeof(h);
+        w->stats.bytes_written = w->offset;
+
+        *ret = w;
+        return 0;
+
+fail:
+        image_writer_free(w);
+        return r;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+        const uint64_t *q = (const uint64_t *)p;
+
+        for (size_t i = 0; i < IMAGE_PAGE_SIZE / 8; i += 4)
+                if (q[i] | q[i + 1] | q[i + 2] | q[i + 3])
+                        return false;
+        return true;
+}
+
+int image_writer_add_pages(ImageWriter *w, uint64_t vaddr, const void *data, size_t npages)
+{
+        const uint8_t *p = data;
+
+        if (!w || !data || npages == 0 || npages > IMAGE_CHUNK_MAX_PAGES || !IS_ALIGNED(vaddr, IMAGE_PAGE_SIZE))
+                return -EINVAL;
+
+        for (size_t i = 0; i < npages;) {
+                size_t n = 0;
+                int r;
+
+                if (page_is_zero(p + i * IMAGE_PAGE_SIZE)) {
+                        w->stats.pages_zero++;
+                        i++;
+                        continue;
+                }
+                while (i + n < npages && !page_is_zero(p + (i + n) * IMAGE_PAGE_SIZE))
+                        n++;
+                r = writer_section(w, IMAGE_SECTION_PAGES, 0, 0, vaddr + i * IMAGE_PAGE_SIZE,
+                                   p + i * IMAGE_PAGE_SIZE, n * IMAGE_PAGE_SIZE);
+                if (r < 0)
+                        return r;
+                w->stats.pages_stored += n;
+                i += n;
+        }
+        return 0;
+}
+
+int image_writer_add_json(ImageWriter *w, ImageSectionType type, json_object *obj)
+{
+        const char *s;
+
+        if (!w || !obj || (type != IMAGE_SECTION_META && type != IMAGE_SECTION_MAPS))
+                return -EINVAL;
+        s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+        if (!s)
+                return -ENOMEM;
+        return writer_section(w, type, 0, 0, 0, s, strlen(s));
+}
+
+static const char *const vma_content_table[_IMAGE_VMA_CONTENT_MAX] = {
+        [IMAGE_VMA_CONTENT_FULL] = "full",
+        [IMAGE_VMA_CONTENT_FILE] = "file",
+        [IMAGE_VMA_CONTENT_NONE] = "none",
+};
+
+static const struct {
+        uint32_t flag;
+        const char *name;
+} vma_flag_names[] = {
+        { IMAGE_VMA_SHARED, "shared" }, { IMAGE_VMA_SHMEM, "shmem" },     { IMAGE_VMA_ANON, "anon" },
+        { IMAGE_VMA_SPECIAL, "special" }, { IMAGE_VMA_HUGE, "huge" }, { IMAGE_VMA_NOT_PIT, "not-point-in-time" },
+};
+
+int image_writer_add_maps(ImageWriter *w, const ImageVma *vmas, size_t n_vmas)
+{
+        json_object *arr;
+        int r;
+
+        if (!w || (!vmas && n_vmas))
+                return -EINVAL;
+
+        arr = json_object_new_array();
+        for (size_t i = 0; i < n_vmas; i++) {
+                const ImageVma *v = &vmas[i];
+                json_object *o = json_object_new_object(), *flags = json_object_new_array();
+                char prot[4], dev[32];
+
+                prot[0] = v->prot & PROT_READ ? 'r' : '-';
+                prot[1] = v->prot & PROT_WRITE ? 'w' : '-';
+                prot[2] = v->prot & PROT_EXEC ? 'x' : '-';
+                prot[3] = 0;
+                snprintf(dev, sizeof(dev), "%02x:%02x", v->dev_major, v->dev_minor);
+                for (size_t k = 0; k < ELEMENTSOF(vma_flag_names); k++)
+                        if (v->flags & vma_flag_names[k].flag)
+                                json_object_array_add(flags, json_object_new_string(vma_flag_names[k].name));
+
+                json_object_object_add(o, "start", json_object_new_uint64(v->start));
+                json_object_object_add(o, "end", json_object_new_uint64(v->end));
+                json_object_object_add(o, "pgoff", json_object_new_uint64(v->pgoff));
+                json_object_object_add(o, "prot", json_object_new_string(prot));
+                json_object_object_add(o, "flags", flags);
+                json_object_object_add(o, "content",
+                                       json_object_new_string((unsigned)v->content < _IMAGE_VMA_CONTENT_MAX ?
+                                                                      vma_content_table[v->content] :
+                                                                      "none"));
+                json_object_object_add(o, "dev", json_object_new_string(dev));
+                json_object_object_add(o, "inode", json_object_new_uint64(v->inode));
+                json_object_object_add(o, "name", v->name ? json_object_new_string(v->name) : NULL);
+                json_object_array_add(arr, o);
+        }
+        r = image_writer_add_json(w, IMAGE_SECTION_MAPS, arr);
+        json_object_put(arr);
+        return r;
+}
+
+int image_writer_add_thread(ImageWriter *w, const ImageThread *t)
+{
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t len = sizeof(DiskThread), off;
+        DiskThread d = {};
+
+        if (!w || !t || (t->n_regsets && !t->regsets))
+                return -EINVAL;
+        for (size_t i = 0; i < t->n_regsets; i++)
+                len += 8 + ALIGN_UP((size_t)t->regsets[i].size, 8);
+        buf = calloc(1, len);
+        if (!buf)
+                return -ENOMEM;
+
+        d.tid = t->tid;
+        d.flags = t->flags;
+        memcpy(d.comm, t->comm, sizeof(d.comm));
+        d.sigpending = t->sigpending;
+        d.sigblocked = t->sigblocked;
+        d.n_regsets = (uint32_t)t->n_regsets;
+        memcpy(buf, &d, sizeof(d));
+        off = sizeof(d);
+        for (size_t i = 0; i < t->n_regsets; i++) {
+                uint32_t hdr[2] = { t->regsets[i].type, t->regsets[i].size };
+                memcpy(buf + off, hdr, 8);
+                if (t->regsets[i].size)
+                        memcpy(buf + off + 8, t->regsets[i].data, t->regsets[i].size);
+                off += 8 + ALIGN_UP((size_t)t->regsets[i].size, 8);
+        }
+        return writer_section(w, IMAGE_SECTION_THREAD, 0, (t->flags & 0xffffU) << 16, t->tid, buf, len);
+}
+
+int image_writer_add_auxv(ImageWriter *w, const void *data, size_t len)
+{
+        if (!w || (!data && len))
+                return -EINVAL;
+        return writer_section(w, IMAGE_SECTION_AUXV, 0, 0, 0, data, len);
+}
+
+int image_writer_add_holes(ImageWriter *w, const ImageHole *holes, size_t n_holes)
+{
+        if (!w || (!holes && n_holes))
+                return -EINVAL;
+        return writer_section(w, IMAGE_SECTION_HOLES, 0, 0, 0, holes, n_holes * sizeof(ImageHole));
+}
+
+void image_writer_get_stats(ImageWriter *w, ImageWriterStats *ret)
+{
+        if (w && ret)
+                *ret = w->stats;
+}
+
+static int index_cmp(const void *a, const void *b)
+{
+        const DiskIndexEntry *x = a, *y = b;
+
+        if (x->type != y->type)
+                return x->type < y->type ? -1 : 1;
+        if (x->type == IMAGE_SECTION_PAGES && x->arg != y->arg)
+                return x->arg < y->arg ? -1 : 1;
+        return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+int image_writer_finish(ImageWriter *w)
+{
+        DiskTrailer t = {};
+        uint64_t index_offset;
+        int r;
+
+        if (!w || w->finished)
+                return -EINVAL;
+
+        qsort(w->index, w->n_index, sizeof(DiskIndexEntry), index_cmp);
+        index_offset = w->offset;
+        r = writer_section(w, IMAGE_SECTION_INDEX, 0, 0, w->n_index, w->index, w->n_index * sizeof(DiskIndexEntry));
+        if (r < 0)
+                return r;
+
+        memcpy(t.magic, TRAILER_MAGIC, 8);
+        t.index_offset = index_offset;
+        t.index_size = w->offset - index_offset;
+        t.file_size = w->offset + sizeof(t);
+        t.n_entries = w->n_index;
+        t.checksum = XXH32(&t, offsetof(DiskTrailer, checksum), 0);
+        r = (int)pwrite(w->fd, &t, sizeof(t), (off_t)w->offset);
+        if (r != (int)sizeof(t))
+                return r < 0 ? -errno : -EIO;
+        w->offset += sizeof(t);
+        w->stats.bytes_written = w->offset;
+
+        if (!w->opts.no_sync && fsync(w->fd) < 0)
+                return -errno;
+
+        if (w->tmpfile) {
+                char proc[64], tmp[PATH_MAX];
+                _cleanup_free_ char *b = strdup(w->path);
+
+                if (!b)
+                        return -ENOMEM;
+                snprintf(proc, sizeof(proc), "/proc/self/fd/%d", w->fd);
+                for (int i = 0;; i++) {
+                        snprintf(tmp, sizeof(tmp), ".%s.%08x", basename(b), (unsigned)random());
+                        if (linkat(AT_FDCWD, proc, w->dir_fd, tmp, AT_SYMLINK_FOLLOW) == 0)
+                                break;
+                        if (errno != EEXIST || i > 100)
+                                return -errno;
+                }
+                _cleanup_free_ char *b2 = strdup(w->path);
+                if (!b2 || renameat(w->dir_fd, tmp, w->dir_fd, basename(b2)) < 0) {
+                        r = b2 ? -errno : -ENOMEM;
+                        (void)unlinkat(w->dir_fd, tmp, 0);
+                        return r;
+                }
+        } else {
+                if (rename(w->tmp_path, w->path) < 0)
+                        return -errno;
+                free(w->tmp_path);
+                w->tmp_path = NULL;
+        }
+
+        if (!w->opts.no_sync)
+                (void)fsync(w->dir_fd);
+        w->finished = true;
+        return 0;
+}
+
+ImageWriter *image_writer_free(ImageWriter *w)
+{
+        if (!w)
+                return NULL;
+        if (w->tmp_path) {
+                (void)unlink(w->tmp_path);
+                free(w->tmp_path);
+        }
+        safe_close(w->fd);
+        safe_close(w->dir_fd);
+        free(w->path);
+        free(w->index);
+        free(w->zbuf);
+        ZSTD_freeCCtx(w->cctx);
+        free(w);
+        return NULL;
+}
+
+void image_thread_done(ImageThread *t)
+{
+        if (!t)
+                return;
+        for (size_t i = 0; i < t->n_regsets; i++)
+                free(t->regsets[i].data);
+        free(t->regsets);
+        t->regsets = NULL;
+        t->n_regsets = 0;
+}
+
+/* ---- reader ---- */
+
+typedef struct PageEntry {
+        uint64_t vaddr;
+        uint32_t npages;
+        uint32_t index; /* into entries */
+} PageEntry;
+
+struct ImageReader {
+        int fd;
+        uint64_t size;
+        uint32_t version;
+        DiskIndexEntry *entries;
+        size_t n_entries;
+        PageEntry *pages;
+        size_t n_pages;
+        uint64_t pages_stored;
+        size_t *threads; /* indexes into entries, main first */
+        size_t n_threads;
+        json_object *meta;
+        ImageVma *vmas;
+        size_t n_vmas;
+        ImageHole *holes;
+        size_t n_holes;
+        ssize_t auxv_entry;
+        /* one-chunk cache for image_read_memory */
+        ssize_t cached;
+        uint8_t *cache;
+};
+
+#define rerr(...) (errbuf ? (void)snprintf(errbuf, errlen, __VA_ARGS__) : (void)0)
+
+static const char *section_name(uint32_t type)
+{
+        static const char *const names[] = {
+                [IMAGE_SECTION_META] = "META",   [IMAGE_SECTION_MAPS] = "MAPS",   [IMAGE_SECTION_THREAD] = "THREAD",
+                [IMAGE_SECTION_AUXV] = "AUXV",   [IMAGE_SECTION_PAGES] = "PAGES", [IMAGE_SECTION_HOLES] = "HOLES",
+                [IMAGE_SECTION_INDEX] = "INDEX",
+        };
+        return type < ELEMENTSOF(names) && names[type] ? names[type] : "unknown";
+}
+
+/* Reads and checks section i; returns its payload (decompressed) in *ret (malloc'ed). */
+static int read_section(ImageReader *r, size_t i, void **ret, size_t *ret_len, char *errbuf, size_t errlen)
+{
+        const DiskIndexEntry *e = &r->entries[i];
+        _cleanup_free_ uint8_t *stored = NULL, *raw = NULL;
+        DiskSection h;
+        int k;
+
+        k = pread_all(r->fd, &h, sizeof(h), e->offset);
+        if (k < 0) {
+                rerr("section %zu (%s) at offset 0x%" PRIx64 ": %s", i, section_name(e->type), e->offset,
+                     k == -EBADMSG ? "truncated" : strerror(-k));
+                return k == -EBADMSG ? -EBADMSG : k;
+        }
+        if (h.magic != SECTION_MAGIC || h.type != e->type || h.arg != e->arg || h.raw_len != e->raw_len ||
+            h.stored_len != e->stored_len || (h.flags & ~SECTION_ZSTD) != 0 ||
+            h.flags != (e->flags & 0xffffU)) {
+                rerr("section %zu (%s) at offset 0x%" PRIx64 ": header does not match the index", i,
+                     section_name(e->type), e->offset);
+                return -EBADMSG;
+        }
+
+        stored = malloc(MAX(h.stored_len, (uint64_t)1));
+        if (!stored)
+                return -ENOMEM;
+        k = pread_all(r->fd, stored, h.stored_len, e->offset + sizeof(h));
+        if (k < 0) {
+                rerr("section %zu (%s) at offset 0x%" PRIx64 ": %s", i, section_name(e->type), e->offset,
+                     k == -EBADMSG ? "truncated" : strerror(-k));
+                return k == -EBADMSG ? -EBADMSG : k;
+        }
+        if (section_checksum(&h, stored, h.stored_len) != h.checksum) {
+                if (e->type == IMAGE_SECTION_PAGES)
+                        rerr("section %zu (PAGES at 0x%" PRIx64 ") at offset 0x%" PRIx64 ": checksum mismatch", i,
+                             e->arg, e->offset);
+                else
+                        rerr("section %zu (%s) at offset 0x%" PRIx64 ": checksum mismatch", i,
+                             section_name(e->type), e->offset);
+                return -EBADMSG;
+        }
+
+        if (h.flags & SECTION_ZSTD) {
+                size_t n;
+
+                raw = malloc(MAX(h.raw_len, (uint64_t)1));
+                if (!raw)
+                        return -ENOMEM;
+                n = ZSTD_decompress(raw, h.raw_len, stored, h.stored_len);
+                if (ZSTD_isError(n) || n != h.raw_len) {
+                        rerr("section %zu (%s) at offset 0x%" PRIx64 ": bad compressed data", i,
+                             section_name(e->type), e->offset);
+                        return -EBADMSG;
+                }
+                *ret = TAKE_PTR(raw);
+        } else
+                *ret = TAKE_PTR(stored);
+        *ret_len = h.raw_len;
+        return 0;
+}
+
+static int page_entry_cmp(const void *a, const void *b)
+{
+        const PageEntry *x = a, *y = b;
+        return x->vaddr < y->vaddr ? -1 : x->vaddr > y->vaddr;
+}
+
+static int vma_cmp(const void *a, const void *b)
+{
+        const ImageVma *x = a, *y = b;
+        return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int hole_cmp(const void *a, const void *b)
+{
+        const ImageHole *x = a, *y = b;
+        return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static bool json_u64(json_object *o, const char *key, uint64_t *ret)
+{
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+                return false;
+        *ret = json_object_get_uint64(v);
+        return true;
+}
+
+static int parse_maps(ImageReader *r, const char *text, size_t len, char *errbuf, size_t errlen)
+{
+        json_tokener *tok = json_tokener_new();
+        json_object *arr;
+        size_t n;
+
+        if (!tok)
+                return -ENOMEM;
+        arr = json_tokener_parse_ex(tok, text, (int)len);
+        json_tokener_free(tok);
+        if (!arr || !json_object_is_type(arr, json_type_array)) {
+                json_object_put(arr);
+                rerr("MAPS section: not a JSON array");
+                return -EBADMSG;
+        }
+        n = json_object_array_length(arr);
+        r->vmas = calloc(MAX(n, (size_t)1), sizeof(ImageVma));
+        if (!r->vmas) {
+                json_object_put(arr);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                json_object *o = json_object_array_get_idx(arr, i), *v;
+                ImageVma *m = &r->vmas[i];
+                const char *s;
+                unsigned maj, min;
+
+                if (!json_object_is_type(o, json_type_object) || !json_u64(o, "start", &m->start) ||
+                    !json_u64(o, "end", &m->end) || !json_u64(o, "pgoff", &m->pgoff) || m->end <= m->start ||
+                    !IS_ALIGNED(m->start, IMAGE_PAGE_SIZE) || !IS_ALIGNED(m->end, IMAGE_PAGE_SIZE)) {
+                        r->n_vmas = i;
+                        json_object_put(arr);
+                        rerr("MAPS section: malformed mapping %zu", i);
+                        return -EBADMSG;
+                }
+                (void)json_u64(o, "inode", &m->inode);
+                if (json_object_object_get_ex(o, "prot", &v) && (s = json_object_get_string(v)) && strlen(s) >= 3)
+                        m->prot = (s[0] == 'r' ? PROT_READ : 0) | (s[1] == 'w' ? PROT_WRITE : 0) |
+                                  (s[2] == 'x' ? PROT_EXEC : 0);
+                if (json_object_object_get_ex(o, "dev", &v) && (s = json_object_get_string(v)) &&
+                    sscanf(s, "%x:%x", &maj, &min) == 2) {
+                        m->dev_major = maj;
+                        m->dev_minor = min;
+                }
+                m->content = IMAGE_VMA_CONTENT_NONE;
+                if (json_object_object_get_ex(o, "content", &v) && (s = json_object_get_string(v)))
+                        for (int c = 0; c < _IMAGE_VMA_CONTENT_MAX; c++)
+                                if (streq(s, vma_content_table[c]))
+                                        m->content = (ImageVmaContent)c;
+                if (json_object_object_get_ex(o, "flags", &v) && json_object_is_type(v, json_type_array))
+                        for (size_t k = 0; k < json_object_array_length(v); k++) {
+                                const char *f = json_object_get_string(json_object_array_get_idx(v, k));
+                                for (size_t q = 0; f && q < ELEMENTSOF(vma_flag_names); q++)
+                                        if (streq(f, vma_flag_names[q].name))
+                                                m->flags |= vma_flag_names[q].flag;
+                        }
+                if (json_object_object_get_ex(o, "name", &v) && json_object_is_type(v, json_type_string)) {
+                        m->name = strdup(json_object_get_string(v));
+                        if (!m->name) {
+                                r->n_vmas = i;
+                                json_object_put(arr);
+                                return -ENOMEM;
+                        }
+                }
+                r->n_vmas = i + 1;
+        }
+        json_object_put(arr);
+        qsort(r->vmas, r->n_vmas, sizeof(ImageVma), vma_cmp);
+        for (size_t i = 1; i < r->n_vmas; i++)
+                if (r->vmas[i].start < r->vmas[i - 1].end) {
+                        rerr("MAPS section: mappings overlap at 0x%" PRIx64, r->vmas[i].start);
+                        return -EBADMSG;
+                }
+        return 0;
+}
+
+static size_t *thread_order;
+static ImageReader *thread_order_reader;
+
+static int thread_cmp(const void *a, const void *b)
+{
+        const DiskIndexEntry *x = &thread_order_reader->entries[*(const size_t *)a],
+                             *y = &thread_order_reader->entries[*(const size_t *)b];
+        bool mx = (x->flags >> 16) & IMAGE_THREAD_MAIN, my = (y->flags >> 16) & IMAGE_THREAD_MAIN;
+
+        if (mx != my)
+                return mx ? -1 : 1;
+        return x->arg < y->arg ? -1 : x->arg > y->arg;
+}
+
+int image_open(const char *path, ImageReader **ret, char *errbuf, size_t errlen)
+{
+        ImageReader *r;
+        DiskHeader h;
+        DiskTrailer t;
+        DiskSection ih;
+        struct stat st;
+        int k;
+
+        if (!path || !ret)
+                return -EINVAL;
+
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        r->auxv_entry = -1;
+        r->cached = -1;
+        r->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (r->fd < 0) {
+                k = -errno;
+                rerr("%s", strerror(-k));
+                goto fail;
+        }
+        if (fstat(r->fd, &st) < 0) {
+                k = -errno;
+                rerr("%s", strerror(-k));
+                goto fail;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                k = -EBADMSG;
+                rerr("not a regular file");
+                goto fail;
+        }
+        r->size = (uint64_t)st.st_size;
+
+        if (r->size < sizeof(h) || pread_all(r->fd, &h, sizeof(h), 0) < 0 || memcmp(h.magic, HEADER_MAGIC, 8) != 0) {
+                k = -EBADMSG;
+                rerr("not a livesnap image (bad magic)");
+                goto fail;
+        }
+        if (XXH32(&h, offsetof(DiskHeader, checksum), 0) != h.checksum) {
+                k = -EBADMSG;
+                rerr("header checksum mismatch");
+                goto fail;
+        }
+        if (h.version != IMAGE_VERSION) {
+                k = -EPROTONOSUPPORT;
+                rerr("unsupported image version %u (this livesnap reads %u)", h.version, IMAGE_VERSION);
+                goto fail;
+        }
+        if (h.header_size != sizeof(h) || h.page_size != IMAGE_PAGE_SIZE) {
+                k = -EBADMSG;
+                rerr("header: unexpected header or page size");
+                goto fail;
+        }
+        r->version = h.version;
+
+        if (r->size < sizeof(h) + sizeof(ih) + sizeof(t) || pread_all(r->fd, &t, sizeof(t), r->size - sizeof(t)) < 0 ||
+            memcmp(t.magic, TRAILER_MAGIC, 8) != 0 || XXH32(&t, offsetof(DiskTrailer, checksum), 0) != t.checksum) {
+                k = -EBADMSG;
+                rerr("truncated: no trailer (file is %" PRIu64 " bytes)", r->size);
+                goto fail;
+        }
+        if (t.file_size != r->size || t.index_offset < sizeof(h) || t.index_size < sizeof(ih) ||
+            t.index_offset > r->size || t.index_size != r->size - sizeof(t) - t.index_offset ||
+            t.n_entries > (t.index_offset - sizeof(h)) / sizeof(DiskSection) ||
+            t.index_size != sizeof(ih) + t.n_entries * sizeof(DiskIndexEntry)) {
+                k = -EBADMSG;
+                rerr("trailer: inconsistent sizes (file is %" PRIu64 " bytes, trailer says %" PRIu64 ")", r->size,
+                     t.file_size);
+                goto fail;
+        }
+
+        k = pread_all(r->fd, &ih, sizeof(ih), t.index_offset);
+        if (k < 0 || ih.magic != SECTION_MAGIC || ih.type != IMAGE_SECTION_INDEX || ih.flags != 0 ||
+            ih.arg != t.n_entries || ih.raw_len != t.n_entries * sizeof(DiskIndexEntry) ||
+            ih.stored_len != ih.raw_len) {
+                k = -EBADMSG;
+                rerr("index at offset 0x%" PRIx64 ": bad section header", t.index_offset);
+                goto fail;
+        }
+        r->n_entries = t.n_entries;
+        r->entries = malloc(MAX(r->n_entries, (size_t)1) * sizeof(DiskIndexEntry));
+        if (!r->entries) {
+                k = -ENOMEM;
+                goto fail;
+        }
+        k = pread_all(r->fd, r->entries, r->n_entries * sizeof(DiskIndexEntry), t.index_offset + sizeof(ih));
+        if (k < 0 || section_checksum(&ih, r->entries, r->n_entries * sizeof(DiskIndexEntry)) != ih.checksum) {
+                k = -EBADMSG;
+                rerr("index at offset 0x%" PRIx64 ": checksum mismatch", t.index_offset);
+                goto fail;
+        }
+
+        /* Structure of every entry. */
+        size_t n_pages = 0, n_threads = 0;
+        ssize_t meta = -1, maps = -1, holes = -1;
+        for (size_t i = 0; i < r->n_entries; i++) {
+                DiskIndexEntry *e = &r->entries[i];
+
+                if (e->type == 0 || e->type >= _IMAGE_SECTION_TYPE_MAX || e->type == IMAGE_SECTION_INDEX ||
+                    e->offset < sizeof(h) || e->stored_len > t.index_offset ||
+                    e->offset > t.index_offset - sizeof(DiskSection) - e->stored_len) {
+                        k = -EBADMSG;
+                        rerr("index entry %zu: section out of bounds or of unknown type %u", i, e->type);
+                        goto fail;
+                }
+                if (e->type == IMAGE_SECTION_PAGES) {
+                        if (e->raw_len == 0 || e->raw_len % IMAGE_PAGE_SIZE ||
+                            e->raw_len > IMAGE_CHUNK_MAX_PAGES * (uint64_t)IMAGE_PAGE_SIZE ||
+                            !IS_ALIGNED(e->arg, IMAGE_PAGE_SIZE) || e->arg > UINT64_MAX - e->raw_len) {
+                                k = -EBADMSG;
+                                rerr("index entry %zu: bad page chunk", i);
+                                goto fail;
+                        }
+                        n_pages++;
+                } else if (e->raw_len > META_MAX) {
+                        k = -EBADMSG;
+                        rerr("index entry %zu (%s): section too large", i, section_name(e->type));
+                        goto fail;
+                }
+                if ((e->flags & 0xffffU & ~SECTION_ZSTD) != 0 ||
+                    ((e->flags & SECTION_ZSTD) == 0 && e->stored_len != e->raw_len)) {
+                        k = -EBADMSG;
+                        rerr("index entry %zu: bad flags or lengths", i);
+                        goto fail;
+                }
+                if (e->type == IMAGE_SECTION_THREAD)
+                        n_threads++;
+                ssize_t *one = e->type == IMAGE_SECTION_META ? &meta :
+                               e->type == IMAGE_SECTION_MAPS ? &maps :
+                               e->type == IMAGE_SECTION_HOLES ? &holes :
+                               e->type == IMAGE_SECTION_AUXV ? &r->auxv_entry :
+                                                               NULL;
+                if (one) {
+                        if (*one >= 0) {
+                                k = -EBADMSG;
+                                rerr("index: more than one %s section", section_name(e->type));
+                                goto fail;
+                        }
+                        *one = (ssize_t)i;
+                }
+        }
+        if (meta < 0 || maps < 0) {
+                k = -EBADMSG;
+                rerr("index: no %s section", meta < 0 ? "META" : "MAPS");
+                goto fail;
+        }
+
+        r->pages = calloc(MAX(n_pages, (size_t)1), sizeof(PageEntry));
+        r->threads = calloc(MAX(n_threads, (size_t)1), sizeof(size_t));
+        if (!r->pages || !r->threads) {
+                k = -ENOMEM;
+                goto fail;
+        }
+        for (size_t i = 0; i < r->n_entries; i++) {
+                DiskIndexEntry *e = &r->entries[i];
+                if (e->type == IMAGE_SECTION_PAGES) {
+                        r->pages[r->n_pages++] = (PageEntry){ e->arg, (uint32_t)(e->raw_len / IMAGE_PAGE_SIZE),
+                                                              (uint32_t)i };
+                        r->pages_stored += e->raw_len / IMAGE_PAGE_SIZE;
+                } else if (e->type == IMAGE_SECTION_THREAD)
+                        r->threads[r->n_threads++] = i;
+        }
+        qsort(r->pages, r->n_pages, sizeof(PageEntry), page_entry_cmp);
+        for (size_t i = 1; i < r->n_pages; i++)
+                if (r->pages[i].vaddr < r->pages[i - 1].vaddr + (uint64_t)r->pages[i - 1].npages * IMAGE_PAGE_SIZE) {
+                        k = -EBADMSG;
+                        rerr("index: page chunks overlap at 0x%" PRIx64, r->pages[i].vaddr);
+                        goto fail;
+                }
+        thread_order_reader = r;
+        qsort(r->threads, r->n_threads, sizeof(size_t), thread_cmp);
+        thread_order_reader = NULL;
+        (void)thread_order;
+
+        /* META, MAPS, HOLES. */
+        {
+                _cleanup_free_ char *text = NULL;
+                size_t len;
+                json_tokener *tok;
+
+                k = read_section(r, (size_t)meta, (void **)&text, &len, errbuf, errlen);
+                if (k < 0)
+                        goto fail;
+                tok = json_tokener_new();
+                if (!tok) {
+                        k = -ENOMEM;
+                        goto fail;
+                }
+                r->meta = json_tokener_parse_ex(tok, text, (int)len);
+                json_tokener_free(tok);
+                if (!r->meta || !json_object_is_type(r->meta, json_type_object)) {
+                        k = -EBADMSG;
+                        rerr("META section: not a JSON object");
+                        goto fail;
+                }
+        }
+        {
+                _cleanup_free_ char *text = NULL;
+                size_t len;
+
+                k = read_section(r, (size_t)maps, (void **)&text, &len, errbuf, errlen);
+                if (k < 0)
+                        goto fail;
+                k = parse_maps(r, text, len, errbuf, errlen);
+                if (k < 0)
+                        goto fail;
+        }
+        if (holes >= 0) {
+                void *data = NULL;
+                size_t len;
+
+                k = read_section(r, (size_t)holes, &data, &len, errbuf, errlen);
+                if (k < 0)
+                        goto fail;
+                if (len % sizeof(ImageHole)) {
+                        free(data);
+                        k = -EBADMSG;
+                        rerr("HOLES section: bad length");
+                        goto fail;
+                }
+                r->holes = data;
+                r->n_holes = len / sizeof(ImageHole);
+                for (size_t i = 0; i < r->n_holes; i++)
+                        if (r->holes[i].end <= r->holes[i].start || r->holes[i].reason == 0 ||
+                            r->holes[i].reason >= _IMAGE_HOLE_REASON_MAX) {
+                                k = -EBADMSG;
+                                rerr("HOLES section: malformed hole %zu", i);
+                                goto fail;
+                        }
+                qsort(r->holes, r->n_holes, sizeof(ImageHole), hole_cmp);
+        }
+
+        *ret = r;
+        return 0;
+
+fail:
+        image_close(r);
+        return k;
+}
+
+ImageReader *image_close(ImageReader *r)
+{
+        if (!r)
+                return NULL;
+        safe_close(r->fd);
+        free(r->entries);
+        free(r->pages);
+        free(r->threads);
+        json_object_put(r->meta);
+        for (size_t i = 0; i < r->n_vmas; i++)
+                free(r->vmas[i].name);
+        free(r->vmas);
+        free(r->holes);
+        free(r->cache);
+        free(r);
+        return NULL;
+}
+
+uint32_t image_version(ImageReader *r)
+{
+        return r->version;
+}
+uint64_t image_file_size(ImageReader *r)
+{
+        return r->size;
+}
+json_object *image_meta(ImageReader *r)
+{
+        return r->meta;
+}
+size_t image_n_vmas(ImageReader *r)
+{
+        return r->n_vmas;
+}
+const ImageVma *image_vma(ImageReader *r, size_t i)
+{
+        return i < r->n_vmas ? &r->vmas[i] : NULL;
+}
+size_t image_n_holes(ImageReader *r)
+{
+        return r->n_holes;
+}
+const ImageHole *image_hole(ImageReader *r, size_t i)
+{
+        return i < r->n_holes ? &r->holes[i] : NULL;
+}
+size_t image_n_threads(ImageReader *r)
+{
+        return r->n_threads;
+}
+uint64_t image_pages_stored(ImageReader *r)
+{
+        return r->pages_stored;
+}
+size_t image_n_page_chunks(ImageReader *r)
+{
+        return r->n_pages;
+}
+
+void image_page_chunk(ImageReader *r, size_t i, uint64_t *ret_vaddr, uint32_t *ret_npages)
+{
+        if (i >= r->n_pages)
+                return;
+        if (ret_vaddr)
+                *ret_vaddr = r->pages[i].vaddr;
+        if (ret_npages)
+                *ret_npages = r->pages[i].npages;
+}
+
+int image_read_page_chunk(ImageReader *r, size_t i, void *buf)
+{
+        void *data = NULL;
+        size_t len;
+        int k;
+
+        if (!r || i >= r->n_pages || !buf)
+                return -EINVAL;
+        k = read_section(r, r->pages[i].index, &data, &len, NULL, 0);
+        if (k < 0)
+                return k;
+        memcpy(buf, data, len);
+        free(data);
+        return 0;
+}
+
+int image_read_thread(ImageReader *r, size_t i, ImageThread *ret)
+{
+        _cleanup_free_ uint8_t *data = NULL;
+        ImageThread t = {};
+        DiskThread d;
+        size_t len, off;
+        int k;
+
+        if (!r || !ret || i >= r->n_threads)
+                return -EINVAL;
+        k = read_section(r, r->threads[i], (void **)&data, &len, NULL, 0);
+        if (k < 0)
+                return k;
+        if (len < sizeof(d))
+                return -EBADMSG;
+        memcpy(&d, data, sizeof(d));
+        if (d.n_regsets > 64)
+                return -EBADMSG;
+        t.tid = d.tid;
+        t.flags = d.flags;
+        memcpy(t.comm, d.comm, sizeof(t.comm));
+        t.comm[sizeof(t.comm) - 1] = 0;
+        t.sigpending = d.sigpending;
+        t.sigblocked = d.sigblocked;
+        t.regsets = calloc(MAX(d.n_regsets, 1U), sizeof(ImageRegset));
+        if (!t.regsets)
+                return -ENOMEM;
+        off = sizeof(d);
+        for (uint32_t k2 = 0; k2 < d.n_regsets; k2++) {
+                uint32_t hdr[2];
+
+                if (len - off < 8) {
+                        image_thread_done(&t);
+                        return -EBADMSG;
+                }
+                memcpy(hdr, data + off, 8);
+                off += 8;
+                if (hdr[1] > len - off || ALIGN_UP((size_t)hdr[1], 8) > len - off) {
+                        image_thread_done(&t);
+                        return -EBADMSG;
+                }
+                t.regsets[k2].type = hdr[0];
+                t.regsets[k2].size = hdr[1];
+                t.regsets[k2].data = malloc(MAX(hdr[1], 1U));
+                if (!t.regsets[k2].data) {
+                        image_thread_done(&t);
+                        return -ENOMEM;
+                }
+                memcpy(t.regsets[k2].data, data + off, hdr[1]);
+                t.n_regsets = k2 + 1;
+                off += ALIGN_UP((size_t)hdr[1], 8);
+        }
+        *ret = t;
+        return 0;
+}
+
+int image_read_auxv(ImageReader *r, void **ret_data, size_t *ret_len)
+{
+        if (!r || !ret_data || !ret_len)
+                return -EINVAL;
+        if (r->auxv_entry < 0)
+                return -ENOENT;
+        return read_section(r, (size_t)r->auxv_entry, ret_data, ret_len, NULL, 0);
+}
+
+static const ImageVma *vma_find(ImageReader *r, uint64_t addr)
+{
+        size_t lo = 0, hi = r->n_vmas;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (addr < r->vmas[mid].start)
+                        hi = mid;
+                else if (addr >= r->vmas[mid].end)
+                        lo = mid + 1;
+                else
+                        return &r->vmas[mid];
+        }
+        return NULL;
+}
+
+static const ImageHole *hole_find(ImageReader *r, uint64_t addr)
+{
+        /* Holes may be many and adjacent; binary search for the last hole starting at or before addr. */
+        size_t lo = 0, hi = r->n_holes;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (r->holes[mid].start <= addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo > 0 && addr < r->holes[lo - 1].end)
+                return &r->holes[lo - 1];
+        return NULL;
+}
+
+static ssize_t chunk_find(ImageReader *r, uint64_t addr)
+{
+        size_t lo = 0, hi = r->n_pages;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (r->pages[mid].vaddr <= addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo > 0 && addr < r->pages[lo - 1].vaddr + (uint64_t)r->pages[lo - 1].npages * IMAGE_PAGE_SIZE)
+                return (ssize_t)(lo - 1);
+        return -1;
+}
+
+int image_read_memory(ImageReader *r, uint64_t addr, size_t len, void *buf, ImageMemError *ret_err,
+                      uint64_t *ret_bad_addr)
+{
+        uint8_t *out = buf;
+
+        if (!r || (!buf && len))
+                return -EINVAL;
+        if (len && addr > UINT64_MAX - len + 1)
+                return -EINVAL;
+
+        while (len > 0) {
+                uint64_t page = ALIGN_DOWN(addr, (uint64_t)IMAGE_PAGE_SIZE);
+                size_t off = addr - page, n = MIN(len, IMAGE_PAGE_SIZE - off);
+                const ImageVma *v = vma_find(r, addr);
+                const ImageHole *h;
+                ImageMemError err = IMAGE_MEM_OK;
+                ssize_t c;
+
+                if (!v)
+                        err = IMAGE_MEM_NOT_MAPPED;
+                else if ((h = hole_find(r, addr)))
+                        err = h->reason == IMAGE_HOLE_DISCARDED ? IMAGE_MEM_DISCARDED : IMAGE_MEM_UNSAVED;
+                else if ((c = chunk_find(r, addr)) >= 0) {
+                        if (r->cached != c) {
+                                void *data = NULL;
+                                size_t dlen;
+                                int k = read_section(r, r->pages[c].index, &data, &dlen, NULL, 0);
+                                if (k < 0)
+                                        return k;
+                                free(r->cache);
+                                r->cache = data;
+                                r->cached = c;
+                        }
+                        memcpy(out, r->cache + (page - r->pages[c].vaddr) + off, n);
+                } else if (v->content == IMAGE_VMA_CONTENT_FULL)
+                        memset(out, 0, n);
+                else
+                        err = IMAGE_MEM_UNSAVED;
+
+                if (err != IMAGE_MEM_OK) {
+                        if (ret_err)
+                                *ret_err = err;
+                        if (ret_bad_addr)
+                                *ret_bad_addr = addr;
+                        return -ENOENT;
+                }
+                out += n;
+                addr += n;
+                len -= n;
+        }
+        if (ret_err)
+                *ret_err = IMAGE_MEM_OK;
+        return 0;
+}
+
+int image_verify(ImageReader *r, void (*progress)(void *userdata, uint64_t done, uint64_t total), void *userdata,
+                 char *errbuf, size_t errlen)
+{
+        uint64_t done = 0, total = 0;
+
+        if (!r)
+                return -EINVAL;
+        for (size_t i = 0; i < r->n_entries; i++)
+                total += r->entries[i].stored_len + sizeof(DiskSection);
+
+        for (size_t i = 0; i < r->n_entries; i++) {
+                void *data = NULL;
+                size_t len;
+                int k = read_section(r, i, &data, &len, errbuf, errlen);
+                if (k < 0)
+                        return k;
+                free(data);
+                done += r->entries[i].stored_len + sizeof(DiskSection);
+                if (progress)
+                        progress(userdata, done, total);
+        }
+        for (size_t i = 0; i < r->n_threads; i++) {
+                ImageThread t;
+                int k = image_read_thread(r, i, &t);
+                if (k < 0) {
+                        rerr("thread section %zu: malformed", i);
+                        return k == -ENOMEM ? k : -EBADMSG;
+                }
+                image_thread_done(&t);
+        }
+        return 0;
+}
+
+const char *image_mem_error_to_string(ImageMemError e)
+{
+        static const char *const table[_IMAGE_MEM_ERROR_MAX] = {
+                [IMAGE_MEM_OK] = "ok",
+                [IMAGE_MEM_NOT_MAPPED] = "not mapped at the snapshot instant",
+                [IMAGE_MEM_DISCARDED] = "discarded by the target after the snapshot instant",
+                [IMAGE_MEM_UNSAVED] = "not saved",
+        };
+        return (unsigned)e < _IMAGE_MEM_ERROR_MAX ? table[e] : NULL;
+}
+
+const char *image_hole_reason_to_string(ImageHoleReason reason)
+{
+        static const char *const table[_IMAGE_HOLE_REASON_MAX] = {
+                [IMAGE_HOLE_DISCARDED] = "discarded",
+                [IMAGE_HOLE_UNSAVED] = "unsaved",
+        };
+        return (unsigned)reason < _IMAGE_HOLE_REASON_MAX ? table[reason] : NULL;
+}
+
+const char *image_vma_content_to_string(ImageVmaContent c)
+{
+        return (unsigned)c < _IMAGE_VMA_CONTENT_MAX ? vma_content_table[c] : NULL;
+}

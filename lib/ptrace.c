@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The ptrace side of a snapshot.
+ *
+ * Attaching: every thread is PTRACE_SEIZE'd with TRACECLONE (threads created later are attached by the
+ * kernel and start in a PTRACE_EVENT_STOP), TRACEEXIT (so an exiting thread stops before the kernel's
+ * last writes to its tid word and robust list, which uffd-wp would silently drop) and TRACEEXEC (an
+ * exec replaces the mm under the snapshot: the snapshot fails). Then every thread is PTRACE_INTERRUPT'ed
+ * and waited for; /proc/PID/task is re-read until no thread is missing.
+ *
+ * Injection: a stopped thread's registers are saved, pointed at a "syscall" instruction found in the
+ * target's own code (the vDSO has one), single-stepped over it, and restored. orig_rax is set to -1 so
+ * that the kernel does not apply its syscall-restart logic to our registers; restoring the saved
+ * registers (with the interrupted syscall's orig_rax and -ERESTART* in rax) lets the thread's own
+ * syscall restart normally when it resumes, so a read() blocked across the snapshot loses nothing.
+ */
+
+#include <elf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include "compat.h"
+#include "procfs.h"
+#include "ptrace.h"
+#include "util.h"
+
+#ifndef PTRACE_O_SUSPEND_SECCOMP
+#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+#endif
+
+#define XSTATE_MAX (64U << 10)
+
+static const long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT | PTRACE_O_TRACEEXEC;
+
+#define errf(...) (err ? (void)snprintf(err, errlen, __VA_ARGS__) : (void)0)
+
+Tracee *target_find(Target *t, pid_t tid)
+{
+        for (size_t i = 0; i < t->n_threads; i++)
+                if (t->threads[i].tid == tid && t->threads[i].state != TRACEE_GONE)
+                        return &t->threads[i];
+        return NULL;
+}
+
+Tracee *target_add(Target *t, pid_t tid)
+{
+        Tracee *tr;
+
+        tr = target_find(t, tid);
+        if (tr)
+                return tr;
+
+        if (t->n_threads == t->n_allocated) {
+                size_t n = MAX(t->n_allocated * 2, (size_t)16);
+                Tracee *p = realloc(t->threads, n * sizeof(Tracee));
+                if (!p)
+                        return NULL;
+                t->threads = p;
+                t->n_allocated = n;
+        }
+
+        tr = &t->threads[t->n_threads++];
+        *tr = (Tracee){ .tid = tid, .state = TRACEE_RUNNING };
+        return tr;
+}
+
+static int find_syscall_gadget(Target *t)
+{
+        ProcMap *maps = NULL;
+        size_t n = 0;
+        int r;
+
+        r = proc_maps_read(t->pid, &maps, &n);
+        if (r < 0)
+                return r;
+
+        /* Prefer the vDSO (always has a syscall fallback), then any executable mapping. */
+        r = -ENOENT;
+        for (int pass = 0; pass < 2 && r < 0; pass++)
+                for (size_t i = 0; i < n && r < 0; i++) {
+                        const ProcMap *m = &maps[i];
+                        size_t len = MIN(m->end - m->start, (uint64_t)(4U << 20));
+                        _cleanup_free_ uint8_t *buf = NULL;
+                        uint8_t *p;
+
+                        if (!(m->prot & PROT_EXEC))
+                                continue;
+                        if (pass == 0 && !(m->name && streq(m->name, "[vdso]")))
+                                continue;
+                        if (m->name && streq(m->name, "[vsyscall]"))
+                                continue;
+
+                        buf = malloc(len);
+                        if (!buf) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        if (target_read_memory(t, m->start, buf, len) < 0)
+                                continue;
+                        p = memmem(buf, len, "\x0f\x05", 2);
+                        if (p) {
+                                t->syscall_gadget = m->start + (uint64_t)(p - buf);
+                                r = 0;
+                        }
+                }
+
+        proc_maps_free(maps, n);
+        return r;
+}
+
+int target_read_memory(Target *t, uint64_t addr, void *buf, size_t len)
+{
+        size_t done = 0;
+
+        while (done < len) {
+                struct iovec local = { .iov_base = (uint8_t *)buf + done, .iov_len = len - done };
+                struct iovec remote = { .iov_base = (void *)(uintptr_t)(addr + done), .iov_len = len - done };
+                ssize_t n;
+
+                n = process_vm_readv(t->pid, &local, 1, &remote, 1, 0);
+                if (n > 0) {
+                        done += (size_t)n;
+                        continue;
+                }
+                if (n < 0 && errno == EINTR)
+                        continue;
+
+                /* PROT_NONE or otherwise unreadable for process_vm_readv: /proc/PID/mem uses FOLL_FORCE. */
+                n = pread(t->mem_fd, (uint8_t *)buf + done, len - done, (off_t)(addr + done));
+                if (n > 0) {
+                        done += (size_t)n;
+                        continue;
+                }
+                if (n < 0 && errno == EINTR)
+                        continue;
+                return n < 0 ? -errno : -EIO;
+        }
+        return 0;
+}
+
+static int check_target(pid_t pid, ProcStatus *st, char *err, size_t errlen)
+{
+        int r;
+
+        if (pid <= 0) {
+                errf("invalid PID %d", (int)pid);
+                return -EINVAL;
+        }
+
+        r = proc_status_read(pid, 0, st);
+        if (r == -ENOENT || r == -ESRCH) {
+                errf("PID %d: no such process", (int)pid);
+                return -ESRCH;
+        }
+        if (r < 0) {
+                errf("PID %d: cannot read /proc/%d/status: %s", (int)pid, (int)pid, strerror(-r));
+                return r;
+        }
+
+        if (st->tgid == getpid()) {
+                errf("PID %d is livesnap itself", (int)pid);
+                return -EINVAL;
+        }
+        r = proc_is_kthread(pid);
+        if (r > 0 || st->kthread) {
+                errf("PID %d (%s) is a kernel thread", (int)pid, st->name);
+                return -EINVAL;
+        }
+        if (st->state == 'Z' || st->state == 'X') {
+                errf("PID %d (%s) is a zombie", (int)pid, st->name);
+                return -ECHILD;
+        }
+        if (st->tgid != pid) {
+                errf("PID %d is a thread of process %d; checkpoint the process", (int)pid, (int)st->tgid);
+                return -EINVAL;
+        }
+        if (st->tracer != 0) {
+                errf("PID %d (%s) is already traced by PID %d", (int)pid, st->name, (int)st->tracer);
+                return -EBUSY;
+        }
+        return 0;
+}
+
+static int seccomp_can_suspend(void)
+{
+        ProcStatus self;
+        int r;
+
+        r = proc_status_read(getpid(), 0, &self);
+        if (r < 0)
+                return r;
+        if (self.seccomp > 0)
+                return 0;
+        /* PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN in the initial user namespace. */
+        return prctl(PR_CAPBSET_READ, 21 /* CAP_SYS_ADMIN */) == 1 && geteuid() == 0 ? 1 : 0;
+}
+
+int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
+{
+        Target *t = NULL;
+        ProcStatus st;
+        pid_t *tids = NULL;
+        size_t n_tids = 0;
+        char path[64];
+        int r;
+
+        r = check_target(pid, &st, err, errlen);
+        if (r < 0)
+                return r;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->pid = pid;
+        t->mem_fd = -EBADF;
+
+        t->pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
+        if (t->pidfd < 0) {
+                r = -errno;
+                if (r == -ESRCH)
+                        errf("PID %d: no such process", (int)pid);
+                else
+                        errf("PID %d: pidfd_open failed: %s", (int)pid, strerror(-r));
+                goto fail;
+        }
+
+        if (st.seccomp > 0) {
+                r = seccomp_can_suspend();
+                if (r <= 0) {
+                        errf("PID %d (%s) runs under a seccomp filter and this caller cannot suspend it "
+                             "(needs CAP_SYS_ADMIN and no filter of its own): refusing to inject a syscall "
+                             "the filter might punish",
+                             (int)pid, st.name);
+                        r = -EOPNOTSUPP;
+                        goto fail;
+                }
+                t->suspend_seccomp = true;
+        }
+
+        /* Seize until a pass over /proc/PID/task finds no new thread. */
+        for (bool again = true; again;) {
+                again = false;
+                free(tids);
+                tids = NULL;
+                r = proc_task_list(pid, &tids, &n_tids);
+                if (r < 0) {
+                        errf("PID %d: cannot list threads: %s", (int)pid, strerror(-r));
+                        goto fail;
+                }
+                for (size_t i = 0; i < n_tids; i++) {
+                        Tracee *tr;
+
+                        if (target_find(t, tids[i]))
+                                continue;
+                        if (ptrace(PTRACE_SEIZE, tids[i], NULL, (void *)seize_options) < 0) {
+                                r = -errno;
+                                if (r == -ESRCH)
+                                        continue; /* exited meanwhile */
+                                if (r == -EPERM && t->n_threads == 0) {
+                                        ProcStatus st2;
+                                        if (proc_status_read(pid, 0, &st2) >= 0 && st2.tracer != 0) {
+                                                errf("PID %d (%s) is already traced by PID %d", (int)pid,
+                                                     st.name, (int)st2.tracer);
+                                                r = -EBUSY;
+                                        } else
+                                                errf("not permitted to trace PID %d (%s): %s", (int)pid,
+                                                     st.name, strerror(EPERM));
+                                } else
+                                        errf("failed to seize thread %d of PID %d (%s): %s", (int)tids[i],
+                                             (int)pid, st.name, strerror(-r));
+                                goto fail;
+                        }
+                        tr = target_add(t, tids[i]);
+                        if (!tr) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        again = true;
+                }
+        }
+
+        if (t->n_threads == 0) {
+                errf("PID %d: no such process", (int)pid);
+                r = -ESRCH;
+                goto fail;
+        }
+
+        snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+        t->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (t->mem_fd < 0) {
+                r = -errno;
+                errf("PID %d: cannot open %s: %s", (int)pid, path, strerror(-r));
+                goto fail;
+        }
+
+        free(tids);
+        *ret = t;
+        return 0;
+
+fail:
+        free(tids);
+        target_free(t);
+        return r;
+}
+
+/* Records what a wait status means for tr. Returns 1 if tr is now stopped, 0 if not (or gone). */
+static int tracee_note_status(Target *t, Tracee *tr, int status)
+{
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+                tr->state = TRACEE_GONE;
+                if (tr->tid == t->pid)
+                        t->exited = true;
+                return 0;
+        }
+        if (!WIFSTOPPED(status))
+                return 0;
+
+        int sig = WSTOPSIG(status), event = status >> 16;
+
+        switch (event) {
+        case 0:
+                /* Signal-delivery-stop: hold the signal, deliver it on resume. */
+                tr->pending_signal = sig;
+                tr->state = TRACEE_STOPPED;
+                return 1;
+        case PTRACE_EVENT_STOP:
+                if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+                        tr->state = TRACEE_GROUPSTOP;
+                else
+                        tr->state = TRACEE_STOPPED;
+                return 1;
+        case PTRACE_EVENT_CLONE: {
+                unsigned long msg = 0;
+
+                if (ptrace(PTRACE_GETEVENTMSG, tr->tid, NULL, &msg) == 0 && msg > 0)
+                        (void)target_add(t, (pid_t)msg);
+                tr->state = TRACEE_STOPPED;
+                return 1;
+        }
+        case PTRACE_EVENT_EXIT:
+                tr->state = TRACEE_EXITING;
+                return 1;
+        case PTRACE_EVENT_EXEC:
+                t->execed = true;
+                tr->state = TRACEE_STOPPED;
+                return 1;
+        default:
+                tr->state = TRACEE_STOPPED;
+                return 1;
+        }
+}
+
+int target_stop_all(Target *t, char *err, size_t errlen)
+{
+        int r;
+
+        for (size_t i = 0; i < t->n_threads; i++)
+                if (ptrace(PTRACE_INTERRUPT, t->threads[i].tid, NULL, NULL) < 0 && errno != ESRCH) {
+                        r = -errno;
+                        errf("failed to interrupt thread %d: %s", (int)t->threads[i].tid, strerror(-r));
+                        return r;
+                }
+
+        for (;;) {
+                Tracee *waiting = NULL;
+                int status;
+                pid_t w;
+
+                /* Threads added by clone events start stopped by the kernel; wait for everyone running. */
+                for (size_t i = 0; i < t->n_threads; i++)
+                        if (t->threads[i].state == TRACEE_RUNNING) {
+                                waiting = &t->threads[i];
+                                break;
+                        }
+                if (!waiting) {
+                        pid_t *tids = NULL;
+                        size_t n = 0;
+                        bool missing = false;
+
+                        /* Stable? Every thread in /proc must be a stopped tracee. */
+                        r = proc_task_list(t->pid, &tids, &n);
+                        if (r < 0) {
+                                errf("cannot list threads of PID %d: %s", (int)t->pid, strerror(-r));
+                                return r;
+                        }
+                        for (size_t i = 0; i < n; i++)
+                                if (!target_find(t, tids[i])) {
+                                        missing = true;
+                                        if (ptrace(PTRACE_SEIZE, tids[i], NULL, (void *)seize_options) == 0) {
+                                                (void)target_add(t, tids[i]);
+                                                (void)ptrace(PTRACE_INTERRUPT, tids[i], NULL, NULL);
+                                        }
+                                }
+                        free(tids);
+                        if (!missing)
+                                break;
+                        continue;
+                }
+
+                w = waitpid(waiting->tid, &status, __WALL);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == ECHILD) {
+                                waiting->state = TRACEE_GONE;
+                                continue;
+                        }
+                        r = -errno;
+                        errf("waiting for thread %d failed: %s", (int)waiting->tid, strerror(-r));
+                        return r;
+                }
+                (void)tracee_note_status(t, waiting, status);
+                if (t->execed) {
+                        errf("PID %d called execve while being attached", (int)t->pid);
+                        return -ECANCELED;
+                }
+        }
+
+        if (!target_find(t, t->pid)) {
+                errf("PID %d exited while being attached", (int)t->pid);
+                return -ESRCH;
+        }
+        return 0;
+}
+
+static int getregset(pid_t tid, uint32_t type, size_t max, ImageRegset *ret)
+{
+        _cleanup_free_ void *buf = NULL;
+        struct iovec iov;
+
+        buf = calloc(1, max);
+        if (!buf)
+                return -ENOMEM;
+        iov = (struct iovec){ .iov_base = buf, .iov_len = max };
+        if (ptrace(PTRACE_GETREGSET, tid, (void *)(uintptr_t)type, &iov) < 0)
+                return -errno;
+
+        *ret = (ImageRegset){ .type = type, .size = (uint32_t)iov.iov_len, .data = TAKE_PTR(buf) };
+        return 0;
+}
+
+int target_capture_threads(Target *t)
+{
+        for (size_t i = 0; i < t->n_threads; i++) {
+                Tracee *tr = &t->threads[i];
+                ImageThread *it = &tr->saved;
+                ProcStatus st;
+                siginfo_t si;
+                int r;
+
+                if (tr->state == TRACEE_GONE || tr->state == TRACEE_RUNNING)
+                        continue;
+
+                tr->at_instant = true;
+                it->tid = (uint32_t)tr->tid;
+                it->flags = tr->tid == t->pid ? IMAGE_THREAD_MAIN : 0;
+                if (proc_status_read(t->pid, tr->tid, &st) >= 0) {
+                        memcpy(it->comm, st.name, sizeof(it->comm));
+                        it->comm[sizeof(it->comm) - 1] = 0;
+                        it->sigpending = st.sigpnd;
+                        it->sigblocked = st.sigblk;
+                }
+
+                it->regsets = calloc(4, sizeof(ImageRegset));
+                if (!it->regsets)
+                        return -ENOMEM;
+
+                r = getregset(tr->tid, NT_PRSTATUS, sizeof(struct user_regs_struct), &it->regsets[it->n_regsets]);
+                if (r < 0)
+                        return r;
+                it->n_regsets++;
+                if (getregset(tr->tid, NT_PRFPREG, sizeof(struct user_fpregs_struct),
+                              &it->regsets[it->n_regsets]) >= 0)
+                        it->n_regsets++;
+                if (getregset(tr->tid, NT_X86_XSTATE, XSTATE_MAX, &it->regsets[it->n_regsets]) >= 0)
+                        it->n_regsets++;
+
+                memset(&si, 0, sizeof(si));
+                if (ptrace(PTRACE_GETSIGINFO, tr->tid, NULL, &si) < 0) {
+                        memset(&si, 0, sizeof(si));
+                        si.si_signo = SIGSTOP;
+                }
+                it->regsets[it->n_regsets].type = IMAGE_REGSET_SIGINFO;
+                it->regsets[it->n_regsets].size = sizeof(si);
+                it->regsets[it->n_regsets].data = malloc(sizeof(si));
+                if (!it->regsets[it->n_regsets].data)
+                        return -ENOMEM;
+                memcpy(it->regsets[it->n_regsets].data, &si, sizeof(si));
+                it->n_regsets++;
+        }
+        return 0;
+}
+
+static int set_suspend_seccomp(Target *t, pid_t tid, bool on)
+{
+        long opts = seize_options | (on ? PTRACE_O_SUSPEND_SECCOMP : 0);
+
+        if (!t->suspend_seccomp)
+                return 0;
+        if (ptrace(PTRACE_SETOPTIONS, tid, NULL, (void *)opts) < 0)
+                return -errno;
+        return 0;
+}
+
+int target_inject_syscall(Target *t, pid_t tid, long nr, const uint64_t args[6], int64_t *ret_result)
+{
+        struct user_regs_struct saved, regs;
+        Tracee *tr;
+        int r, status;
+
+        tr = target_find(t, tid);
+        if (!tr || (tr->state != TRACEE_STOPPED && tr->state != TRACEE_GROUPSTOP))
+                return -ESRCH;
+
+        if (t->syscall_gadget == 0) {
+                r = find_syscall_gadget(t);
+                if (r < 0)
+                        return r;
+        }
+
+        if (ptrace(PTRACE_GETREGS, tid, NULL, &saved) < 0)
+                return -errno;
+
+        regs = saved;
+        regs.rax = (unsigned long)nr;
+        regs.orig_rax = (unsigned long)-1;
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+        regs.rip = t->syscall_gadget;
+
+        r = set_suspend_seccomp(t, tid, true);
+        if (r < 0)
+                return r;
+
+        if (ptrace(PTRACE_SETREGS, tid, NULL, &regs) < 0) {
+                r = -errno;
+                goto restore_opts;
+        }
+
+        for (;;) {
+                if (ptrace(PTRACE_SINGLESTEP, tid, NULL, NULL) < 0) {
+                        r = -errno;
+                        goto restore;
+                }
+                for (;;) {
+                        if (waitpid(tid, &status, __WALL) >= 0)
+                                break;
+                        if (errno != EINTR) {
+                                r = -errno;
+                                goto restore;
+                        }
+                }
+                if (WIFEXITED(status) || WIFSIGNALED(status)) {
+                        tr->state = TRACEE_GONE;
+                        return -ESRCH;
+                }
+                if (!WIFSTOPPED(status)) {
+                        r = -EIO;
+                        goto restore;
+                }
+                if (ptrace(PTRACE_GETREGS, tid, NULL, &regs) < 0) {
+                        r = -errno;
+                        goto restore;
+                }
+                if (WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0 && regs.rip == t->syscall_gadget + 2)
+                        break;
+                if ((status >> 16) == PTRACE_EVENT_EXIT) {
+                        tr->state = TRACEE_EXITING;
+                        return -ESRCH;
+                }
+                /* Another signal arrived before the step completed: keep it for later, step again. */
+                if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP)
+                        tr->pending_signal = WSTOPSIG(status);
+                if (regs.rip != t->syscall_gadget) {
+                        /* Should not happen: the step ran elsewhere. Do not guess. */
+                        r = -EIO;
+                        goto restore;
+                }
+        }
+
+        *ret_result = (int64_t)regs.rax;
+        r = 0;
+
+restore:
+        if (ptrace(PTRACE_SETREGS, tid, NULL, &saved) < 0 && r == 0)
+                r = -errno;
+
+        /* The step left the thread in a SIGTRAP signal-delivery-stop. Were we killed now, the kernel
+         * would deliver that SIGTRAP on detach and kill the target. Move it to an interrupt stop: the
+         * queued interrupt traps it again inside the kernel before it runs any user code. */
+        if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) == 0 && ptrace(PTRACE_CONT, tid, NULL, NULL) == 0)
+                for (;;) {
+                        if (waitpid(tid, &status, __WALL) < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                break;
+                        }
+                        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+                                tr->state = TRACEE_GONE;
+                                return -ESRCH;
+                        }
+                        if (!WIFSTOPPED(status))
+                                break;
+                        if ((status >> 16) == PTRACE_EVENT_STOP)
+                                break;
+                        if ((status >> 16) == PTRACE_EVENT_EXIT) {
+                                tr->state = TRACEE_EXITING;
+                                break;
+                        }
+                        if ((status >> 16) == 0)
+                                tr->pending_signal = WSTOPSIG(status);
+                        if (ptrace(PTRACE_CONT, tid, NULL, NULL) < 0)
+                                break;
+                }
+restore_opts:
+        (void)set_suspend_seccomp(t, tid, false);
+        return r;
+}
+
+int target_read_tid_addresses(Target *t)
+{
+        for (size_t i = 0; i < t->n_threads; i++) {
+                Tracee *tr = &t->threads[i];
+                struct user_regs_struct regs;
+                uint64_t args[6] = { PR_GET_TID_ADDRESS }, addr = 0;
+                int64_t res;
+                int r;
+
+                /* A thread in group-stop would leave it if stepped: leave it alone. */
+                if (tr->state != TRACEE_STOPPED)
+                        continue;
+                if (ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) < 0)
+                        continue;
+
+                /* Scratch: well below the ABI's 128-byte red zone, memory the thread does not use. */
+                args[1] = ALIGN_DOWN((uint64_t)regs.rsp - 512, 16);
+                r = target_inject_syscall(t, tr->tid, SYS_prctl, args, &res);
+                if (r < 0)
+                        return r;
+                if (res == 0 && target_read_memory(t, args[1], &addr, sizeof(addr)) >= 0)
+                        tr->clear_child_tid = addr;
+        }
+        return 0;
+}
+
+int tracee_resume(Target *t, Tracee *tr)
+{
+        int sig = tr->pending_signal;
+
+        switch (tr->state) {
+        case TRACEE_GROUPSTOP:
+                tr->state = TRACEE_RUNNING;
+                if (ptrace(PTRACE_LISTEN, tr->tid, NULL, NULL) < 0 && errno != ESRCH)
+                        return -errno;
+                return 0;
+        case TRACEE_STOPPED:
+        case TRACEE_EXITING:
+                tr->pending_signal = 0;
+                tr->state = tr->state == TRACEE_EXITING ? TRACEE_GONE : TRACEE_RUNNING;
+                if (ptrace(PTRACE_CONT, tr->tid, NULL, (void *)(uintptr_t)sig) < 0 && errno != ESRCH)
+                        return -errno;
+                return 0;
+        default:
+                return 0;
+        }
+}
+
+int target_resume_all(Target *t)
+{
+        int r = 0;
+
+        for (size_t i = 0; i < t->n_threads; i++) {
+                Tracee *tr = &t->threads[i];
+
+                if (tr->state == TRACEE_EXITING)
+                        continue; /* the supervisor releases exiting threads after saving their pages */
+                int k = tracee_resume(t, tr);
+                if (k < 0 && r == 0)
+                        r = k;
+        }
+        return r;
+}
+
+Target *target_free(Target *t)
+{
+        if (!t)
+                return NULL;
+
+        for (size_t i = 0; i < t->n_threads; i++) {
+                Tracee *tr = &t->threads[i];
+
+                if (tr->state != TRACEE_GONE) {
+                        /* PTRACE_DETACH needs a stopped tracee; interrupt, wait, detach with its signal. */
+                        if (ptrace(PTRACE_DETACH, tr->tid, NULL, (void *)(uintptr_t)tr->pending_signal) < 0 &&
+                            errno == ESRCH) {
+                                int status;
+
+                                if (ptrace(PTRACE_INTERRUPT, tr->tid, NULL, NULL) == 0) {
+                                        for (;;) {
+                                                pid_t w = waitpid(tr->tid, &status, __WALL);
+                                                if (w < 0 && errno == EINTR)
+                                                        continue;
+                                                if (w < 0 || WIFEXITED(status) || WIFSIGNALED(status))
+                                                        break;
+                                                int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;
+                                                if (sig == 0)
+                                                        sig = tr->pending_signal;
+                                                if (ptrace(PTRACE_DETACH, tr->tid, NULL, (void *)(uintptr_t)sig) ==
+                                                            0 ||
+                                                    errno != ESRCH)
+                                                        break;
+                                        }
+                                }
+                        }
+                }
+                image_thread_done(&tr->saved);
+        }
+
+        free(t->threads);
+        safe_close(t->pidfd);
+        safe_close(t->mem_fd);
+        free(t);
+        return NULL;
+}

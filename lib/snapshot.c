@@ -1,0 +1,1826 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The snapshot engine.
+ *
+ * Freeze: every thread is stopped with ptrace; a userfaultfd is created inside the target by syscall
+ * injection and pulled out with pidfd_getfd(); every mapping that can be is registered for write-protect,
+ * the pages present at that instant T are recorded (PAGEMAP_SCAN), and the mappings are protected.
+ * Mappings that cannot be registered (private file mappings: .data, .got, relro) have their private
+ * pages copied while the target is still stopped. Registers, auxv and the map are captured. Resume.
+ *
+ * Copy: three threads besides the caller's.
+ *   - the fault handler reads the uffd: a write fault saves the surrounding chunk (64 KiB, or the
+ *     whole 2 MiB of a huge page) and un-protects it, which wakes the writer; events move or drop the
+ *     bookkeeping (REMAP, UNMAP) or are pre-empted (REMOVE: the madvise range is saved before the event
+ *     is read, because reading it lets the kernel zap the pages);
+ *   - the copier walks every page still pending in 2 MiB windows;
+ *   - the image writer drains the bounded buffer to disk.
+ * The caller's thread is the ptrace supervisor (ptrace is per tracer thread): it passes signals on,
+ * attaches new threads, and saves and un-protects an exiting thread's tid word and robust futexes
+ * before the kernel writes them (a write there on a protected page would be silently dropped).
+ *
+ * Page states, under Engine.lock: PENDING (present at T, not yet saved), BUSY (claimed by a saver),
+ * NONE (saved, or nothing to save). A saver claims a window (waiting for other savers' BUSY pages in
+ * it), copies outside the lock, then commits under the lock: only if no address-space event was read
+ * since the claim (Engine.epoch) and the un-protect ioctl succeeds (it fails with EAGAIN while an event
+ * is in flight) is the copy known to come from the pages the bookkeeping names; otherwise the claim is
+ * reverted and the data dropped. The handler, after reading an event, bumps the epoch, waits for every
+ * BUSY page to be committed or reverted, and blocks new claims until it has updated the bookkeeping.
+ *
+ * The throttle: copied pages sit in a buffer of at most opts->buffer_size bytes until the writer has
+ * written them; a saver waits for room before copying, so a target writing faster than the disk waits
+ * in its write fault, and the engine's memory stays bounded whatever the target's size.
+ *
+ * Failure: the target is never left protected or stopped. Closing the uffd (the target holds no copy)
+ * clears every write-protect bit and wakes every blocked thread; detaching ptrace resumes the threads.
+ * The kernel does both if this process is killed.
+ */
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sched.h>
+#include <sys/signalfd.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "compat.h"
+#include "image.h"
+#include "livesnap.h"
+#include "procfs.h"
+#include "ptrace.h"
+#include "util.h"
+
+#define FAULT_WINDOW (64UL << 10)
+#define COPY_WINDOW HPAGE_SIZE_2M
+#define MSG_BATCH 64
+#define ROBUST_LIST_LIMIT 2048
+
+enum {
+        PG_NONE = 0,
+        PG_PENDING = 1,
+        PG_BUSY = 2,
+        PG_STATE_MASK = 0x7f,
+        PG_HUGE = 0x80,
+};
+
+/* Pages the engine tracks, at their current address [start, end). After an mremap the pages move
+ * but keep the address they had at the snapshot instant, image_start: that is where the image puts them. */
+typedef struct Range {
+        uint64_t start, end;
+        uint64_t image_start;
+        uint8_t *pages; /* one byte per 4 KiB page */
+} Range;
+
+static uint64_t range_image_addr(const Range *rg, uint64_t addr)
+{
+        return rg->image_start + (addr - rg->start);
+}
+
+/* Pages copied as one span; keep[i] says whether page i is data of the snapshot (a span may cover pages
+ * that were not present at T or were saved before: those are not written). */
+typedef struct Chunk {
+        struct Chunk *next;
+        uint64_t vaddr;
+        size_t npages;
+        uint8_t *keep;
+        uint8_t *data;
+} Chunk;
+
+typedef struct Engine {
+        Target *target;
+        int uffd;
+        ImageWriter *writer;
+        const LivesnapDumpOptions *opts;
+        LivesnapDumpResult *res;
+        uint64_t probe_addr;
+
+        /* Bookkeeping. */
+        pthread_mutex_t lock;
+        pthread_cond_t cond; /* BUSY pages resolved, event processing done */
+        Range *ranges;
+        size_t n_ranges;
+        uint64_t epoch;
+        bool in_event;
+        uint64_t pages_pending;
+        ImageHole *holes;
+        size_t n_holes, n_holes_allocated;
+
+        /* The buffer between savers and the writer. */
+        pthread_mutex_t buf_lock;
+        pthread_cond_t buf_cond;
+        Chunk *head, *tail;
+        uint64_t buf_used, buf_peak, buf_limit;
+        bool writer_stop;
+
+        /* Figures. */
+        atomic_uint_fast64_t bytes_done, bytes_total;
+        atomic_uint_fast64_t faults, pages_faulted, pages_discarded, pages_unsaved, pages_zero_at_t;
+        atomic_uint_fast64_t throttle_us;
+
+        /* Stopping. */
+        atomic_bool stop;
+        atomic_int error;
+        pthread_mutex_t err_lock;
+        char errmsg[256];
+        int stop_fd;  /* eventfd: written once on stop, never read: stays readable */
+        int super_fd; /* eventfd: wakes the supervisor (copier done) */
+        atomic_bool copier_done;
+} Engine;
+
+static void engine_fail(Engine *e, int r, const char *fmt, ...) _printf_(3, 4);
+
+static void engine_fail(Engine *e, int r, const char *fmt, ...)
+{
+        int expected = 0;
+        va_list ap;
+
+        pthread_mutex_lock(&e->err_lock);
+        if (atomic_compare_exchange_strong(&e->error, &expected, r < 0 ? r : -EIO)) {
+                va_start(ap, fmt);
+                vsnprintf(e->errmsg, sizeof(e->errmsg), fmt, ap);
+                va_end(ap);
+        }
+        pthread_mutex_unlock(&e->err_lock);
+
+        atomic_store(&e->stop, true);
+        pthread_mutex_lock(&e->buf_lock);
+        pthread_cond_broadcast(&e->buf_cond);
+        pthread_mutex_unlock(&e->buf_lock);
+        pthread_mutex_lock(&e->lock);
+        pthread_cond_broadcast(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+        (void)eventfd_write(e->stop_fd, 1);
+}
+
+/* ---- uffd helpers ---- */
+
+static int uffd_wp(Engine *e, uint64_t start, uint64_t len, bool protect)
+{
+        struct uffdio_writeprotect wp = {
+                .range = { .start = start, .len = len },
+                .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+        };
+
+        if (ioctl(e->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+                return -errno;
+        return 0;
+}
+
+static void uffd_wake(Engine *e, uint64_t start, uint64_t len)
+{
+        struct uffdio_range r = { .start = start, .len = len };
+
+        (void)ioctl(e->uffd, UFFDIO_WAKE, &r);
+}
+
+/* True if an address-space event (REMAP, UNMAP, REMOVE) is in flight: the kernel then refuses
+ * UFFDIO_WRITEPROTECT with EAGAIN. The probe range holds no registered mapping, so it changes nothing. */
+static bool uffd_event_in_flight(Engine *e)
+{
+        return uffd_wp(e, e->probe_addr, PAGE_SIZE_4K, true) == -EAGAIN;
+}
+
+/* ---- ranges ---- */
+
+static Range *range_find(Engine *e, uint64_t addr)
+{
+        size_t lo = 0, hi = e->n_ranges;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                Range *r = &e->ranges[mid];
+
+                if (addr < r->start)
+                        hi = mid;
+                else if (addr >= r->end)
+                        lo = mid + 1;
+                else
+                        return r;
+        }
+        return NULL;
+}
+
+static int hole_add(Engine *e, uint64_t start, uint64_t end, ImageHoleReason reason)
+{
+        if (e->n_holes > 0) {
+                ImageHole *last = &e->holes[e->n_holes - 1];
+                if (last->end == start && last->reason == (uint32_t)reason) {
+                        last->end = end;
+                        return 0;
+                }
+        }
+        if (e->n_holes == e->n_holes_allocated) {
+                size_t n = MAX(e->n_holes_allocated * 2, (size_t)16);
+                ImageHole *p = realloc(e->holes, n * sizeof(ImageHole));
+                if (!p)
+                        return -ENOMEM;
+                e->holes = p;
+                e->n_holes_allocated = n;
+        }
+        e->holes[e->n_holes++] = (ImageHole){ .start = start, .end = end, .reason = (uint32_t)reason };
+        return 0;
+}
+
+static int range_insert(Engine *e, const Range *r)
+{
+        size_t i;
+        Range *p;
+
+        p = realloc(e->ranges, (e->n_ranges + 1) * sizeof(Range));
+        if (!p)
+                return -ENOMEM;
+        e->ranges = p;
+        for (i = 0; i < e->n_ranges && e->ranges[i].start < r->start; i++)
+                ;
+        memmove(&e->ranges[i + 1], &e->ranges[i], (e->n_ranges - i) * sizeof(Range));
+        e->ranges[i] = *r;
+        e->n_ranges++;
+        return 0;
+}
+
+/* Splits ranges so that addr is a boundary. */
+static int range_split_at(Engine *e, uint64_t addr)
+{
+        Range *r = range_find(e, addr);
+        Range tail;
+        size_t head_pages, tail_pages;
+        uint8_t *head_map, *tail_map;
+
+        if (!r || r->start == addr)
+                return 0;
+
+        head_pages = (addr - r->start) >> PAGE_SHIFT_4K;
+        tail_pages = (r->end - addr) >> PAGE_SHIFT_4K;
+        tail_map = malloc(tail_pages);
+        if (!tail_map)
+                return -ENOMEM;
+        memcpy(tail_map, r->pages + head_pages, tail_pages);
+        head_map = realloc(r->pages, head_pages);
+        if (head_map)
+                r->pages = head_map;
+
+        tail = (Range){ .start = addr, .end = r->end, .image_start = range_image_addr(r, addr), .pages = tail_map };
+        r->end = addr;
+        return range_insert(e, &tail);
+}
+
+/* Removes the bookkeeping of [start, end); pages still pending become discarded (hole added). If
+ * ret_taken is non-NULL the removed ranges are handed over (for REMAP) instead of freed. */
+static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discarded, Range **ret_taken,
+                      size_t *ret_n)
+{
+        Range *taken = NULL;
+        size_t n_taken = 0, i;
+        int r;
+
+        r = range_split_at(e, start);
+        if (r < 0)
+                return r;
+        r = range_split_at(e, end);
+        if (r < 0)
+                return r;
+
+        for (i = 0; i < e->n_ranges;) {
+                Range *rg = &e->ranges[i];
+
+                if (rg->start >= end || rg->end <= start) {
+                        i++;
+                        continue;
+                }
+
+                if (count_discarded) {
+                        size_t n = (rg->end - rg->start) >> PAGE_SHIFT_4K;
+                        for (size_t p = 0; p < n; p++) {
+                                uint8_t s = rg->pages[p] & PG_STATE_MASK;
+                                if (s == PG_PENDING || s == PG_BUSY) {
+                                        uint64_t a = rg->image_start + (p << PAGE_SHIFT_4K);
+                                        rg->pages[p] = PG_NONE;
+                                        e->pages_pending--;
+                                        atomic_fetch_add(&e->pages_discarded, 1);
+                                        (void)hole_add(e, a, a + PAGE_SIZE_4K, IMAGE_HOLE_DISCARDED);
+                                }
+                        }
+                }
+
+                if (ret_taken) {
+                        Range *p = realloc(taken, (n_taken + 1) * sizeof(Range));
+                        if (!p) {
+                                free(taken);
+                                return -ENOMEM;
+                        }
+                        taken = p;
+                        taken[n_taken++] = *rg;
+                } else
+                        free(rg->pages);
+
+                memmove(&e->ranges[i], &e->ranges[i + 1], (e->n_ranges - i - 1) * sizeof(Range));
+                e->n_ranges--;
+        }
+
+        if (ret_taken) {
+                *ret_taken = taken;
+                *ret_n = n_taken;
+        }
+        return 0;
+}
+
+/* ---- buffer ---- */
+
+static Chunk *buffer_get(Engine *e, uint64_t vaddr, size_t npages, bool force)
+{
+        size_t bytes = npages << PAGE_SHIFT_4K;
+        uint64_t t0 = 0;
+        Chunk *c;
+
+        pthread_mutex_lock(&e->buf_lock);
+        while (!force && e->buf_used > 0 && e->buf_used + bytes > e->buf_limit && !atomic_load(&e->stop)) {
+                if (!t0)
+                        t0 = now_usec();
+                pthread_cond_wait(&e->buf_cond, &e->buf_lock);
+        }
+        if (atomic_load(&e->stop) && !force) {
+                pthread_mutex_unlock(&e->buf_lock);
+                return NULL;
+        }
+        e->buf_used += bytes;
+        if (e->buf_used > e->buf_peak)
+                e->buf_peak = e->buf_used;
+        pthread_mutex_unlock(&e->buf_lock);
+        if (t0)
+                atomic_fetch_add(&e->throttle_us, now_usec() - t0);
+
+        c = malloc(sizeof(Chunk) + npages + 64 + bytes);
+        if (!c) {
+                pthread_mutex_lock(&e->buf_lock);
+                e->buf_used -= bytes;
+                pthread_cond_broadcast(&e->buf_cond);
+                pthread_mutex_unlock(&e->buf_lock);
+                return NULL;
+        }
+        c->next = NULL;
+        c->vaddr = vaddr;
+        c->npages = npages;
+        c->keep = (uint8_t *)(c + 1);
+        c->data = (uint8_t *)ALIGN_UP((uintptr_t)(c->keep + npages), 64);
+        memset(c->keep, 1, npages);
+        return c;
+}
+
+static void buffer_put_back(Engine *e, Chunk *c)
+{
+        pthread_mutex_lock(&e->buf_lock);
+        e->buf_used -= c->npages << PAGE_SHIFT_4K;
+        pthread_cond_broadcast(&e->buf_cond);
+        pthread_mutex_unlock(&e->buf_lock);
+        free(c);
+}
+
+static void buffer_push(Engine *e, Chunk *c)
+{
+        pthread_mutex_lock(&e->buf_lock);
+        if (e->tail)
+                e->tail->next = c;
+        else
+                e->head = c;
+        e->tail = c;
+        pthread_cond_broadcast(&e->buf_cond);
+        pthread_mutex_unlock(&e->buf_lock);
+}
+
+static void *writer_thread(void *userdata)
+{
+        Engine *e = userdata;
+
+        pthread_setname_np(pthread_self(), "livesnap-write");
+
+        for (;;) {
+                Chunk *c;
+                int r = 0;
+
+                pthread_mutex_lock(&e->buf_lock);
+                while (!e->head && !e->writer_stop)
+                        pthread_cond_wait(&e->buf_cond, &e->buf_lock);
+                c = e->head;
+                if (!c) {
+                        pthread_mutex_unlock(&e->buf_lock);
+                        break;
+                }
+                e->head = c->next;
+                if (!e->head)
+                        e->tail = NULL;
+                pthread_mutex_unlock(&e->buf_lock);
+
+                for (size_t i = 0; i < c->npages && r >= 0 && atomic_load(&e->error) == 0;) {
+                        size_t n = 0;
+
+                        if (!c->keep[i]) {
+                                i++;
+                                continue;
+                        }
+                        while (i + n < c->npages && c->keep[i + n] && n < IMAGE_CHUNK_MAX_PAGES)
+                                n++;
+                        r = image_writer_add_pages(e->writer, c->vaddr + (i << PAGE_SHIFT_4K),
+                                                   c->data + (i << PAGE_SHIFT_4K), n);
+                        i += n;
+                }
+                if (r < 0)
+                        engine_fail(e, r, "writing the image failed: %s", strerror(-r));
+
+                buffer_put_back(e, c);
+        }
+        return NULL;
+}
+
+/* ---- saving ---- */
+
+typedef enum SaveMode {
+        SAVE_FAULT,   /* a write fault: window around addr; waits for others' BUSY pages */
+        SAVE_COPY,    /* background copier: 2 MiB window */
+        SAVE_REMOVE,  /* before a REMOVE event is read: no un-protect (it would fail with EAGAIN) */
+} SaveMode;
+
+static void window_for(Engine *e, Range *rg, uint64_t addr, SaveMode mode, uint64_t *ret_start, uint64_t *ret_end)
+{
+        size_t idx = (addr - rg->start) >> PAGE_SHIFT_4K;
+        uint64_t w = mode == SAVE_COPY || (rg->pages[idx] & PG_HUGE) ? COPY_WINDOW : FAULT_WINDOW;
+
+        *ret_start = MAX(ALIGN_DOWN(addr, w), rg->start);
+        *ret_end = MIN(ALIGN_DOWN(addr, w) + w, rg->end);
+}
+
+/*
+ * Saves the pending pages of the window around addr (clipped to [lo, hi) for SAVE_REMOVE) and
+ * un-protects the window. Returns 1 if it saved or found nothing left to save (the window is
+ * un-protected where needed), 0 if the attempt was overtaken by an address-space event and must be
+ * retried after the handler has read it, or a negative errno.
+ */
+static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uint64_t hi)
+{
+        uint64_t ws, we, epoch, run_start = 0;
+        size_t npages = 0, claimed = 0;
+        Chunk *c = NULL;
+        Range *rg;
+        int r;
+
+        addr = ALIGN_DOWN(addr, PAGE_SIZE_4K);
+
+        pthread_mutex_lock(&e->lock);
+        for (;;) {
+                bool busy = false;
+
+                if (atomic_load(&e->stop)) {
+                        pthread_mutex_unlock(&e->lock);
+                        return -ECANCELED;
+                }
+                if (e->in_event) {
+                        pthread_cond_wait(&e->cond, &e->lock);
+                        continue;
+                }
+                rg = range_find(e, addr);
+                if (!rg) {
+                        pthread_mutex_unlock(&e->lock);
+                        return 1;
+                }
+                window_for(e, rg, addr, mode, &ws, &we);
+                if (mode == SAVE_REMOVE) {
+                        ws = MAX(ws, lo);
+                        we = MIN(we, hi);
+                }
+                for (uint64_t a = ws; a < we; a += PAGE_SIZE_4K)
+                        if ((rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] & PG_STATE_MASK) == PG_BUSY) {
+                                busy = true;
+                                break;
+                        }
+                if (!busy)
+                        break;
+                pthread_cond_wait(&e->cond, &e->lock);
+        }
+
+        /* Claim: the span from the first to the last pending page, copied as one piece. */
+        for (uint64_t a = ws; a < we; a += PAGE_SIZE_4K) {
+                uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
+                if ((*p & PG_STATE_MASK) == PG_PENDING) {
+                        if (!claimed)
+                                run_start = a;
+                        npages = ((a - run_start) >> PAGE_SHIFT_4K) + 1;
+                        claimed++;
+                        *p = (uint8_t)((*p & PG_HUGE) | PG_BUSY);
+                }
+        }
+        epoch = e->epoch;
+        pthread_mutex_unlock(&e->lock);
+
+        if (claimed > 0) {
+                c = buffer_get(e, range_image_addr(rg, run_start), npages, mode == SAVE_REMOVE);
+                if (!c) {
+                        r = atomic_load(&e->stop) ? -ECANCELED : -ENOMEM;
+                        goto revert;
+                }
+                /* Only the pages we claimed are data; the rest of the span is read but not kept. */
+                pthread_mutex_lock(&e->lock);
+                for (size_t i = 0; i < npages; i++)
+                        c->keep[i] = (rg->pages[((run_start - rg->start) >> PAGE_SHIFT_4K) + i] & PG_STATE_MASK) ==
+                                     PG_BUSY;
+                pthread_mutex_unlock(&e->lock);
+                r = target_read_memory(e->target, run_start, c->data, npages << PAGE_SHIFT_4K);
+                if (r < 0) {
+                        /* Unreadable now: either unmapped under us (an event will say so) or truly
+                         * unreadable. Decide under the lock below. */
+                        buffer_put_back(e, c);
+                        c = NULL;
+                }
+        }
+
+        pthread_mutex_lock(&e->lock);
+        if (e->epoch != epoch) {
+                r = 0;
+                goto revert_locked;
+        }
+        if (mode != SAVE_REMOVE) {
+                r = uffd_wp(e, ws, we - ws, false);
+                if (r == -EAGAIN) {
+                        r = 0;
+                        goto revert_locked;
+                }
+                if (r < 0 && r != -ENOENT) {
+                        pthread_mutex_unlock(&e->lock);
+                        engine_fail(e, r, "un-protecting 0x%" PRIx64 "-0x%" PRIx64 " failed: %s", ws, we,
+                                    strerror(-r));
+                        goto revert;
+                }
+        }
+
+        /* Commit. Pages we claimed but could not read are marked unsaved. */
+        for (uint64_t a = ws; a < we; a += PAGE_SIZE_4K) {
+                uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
+                if ((*p & PG_STATE_MASK) != PG_BUSY)
+                        continue;
+                *p &= PG_HUGE;
+                e->pages_pending--;
+                if (!c) {
+                        uint64_t ia = range_image_addr(rg, a);
+                        atomic_fetch_add(&e->pages_unsaved, 1);
+                        (void)hole_add(e, ia, ia + PAGE_SIZE_4K, IMAGE_HOLE_UNSAVED);
+                }
+        }
+        pthread_cond_broadcast(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+
+        if (c) {
+                atomic_fetch_add(&e->bytes_done, claimed << PAGE_SHIFT_4K);
+                if (mode == SAVE_FAULT)
+                        atomic_fetch_add(&e->pages_faulted, claimed);
+                buffer_push(e, c);
+        }
+        return 1;
+
+revert:
+        pthread_mutex_lock(&e->lock);
+revert_locked:
+        /* Nobody changed the bookkeeping of BUSY pages (the handler waits for them), so they are where
+         * we left them. */
+        for (uint64_t a = ws; claimed > 0 && a < we; a += PAGE_SIZE_4K) {
+                Range *cur = range_find(e, a);
+                if (!cur)
+                        continue;
+                uint8_t *p = &cur->pages[(a - cur->start) >> PAGE_SHIFT_4K];
+                if ((*p & PG_STATE_MASK) == PG_BUSY)
+                        *p = (uint8_t)((*p & PG_HUGE) | PG_PENDING);
+        }
+        pthread_cond_broadcast(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+        if (c)
+                buffer_put_back(e, c);
+        return r;
+}
+
+/* ---- events ---- */
+
+/* Waits, with the lock held and in_event set, until no page is BUSY. */
+static void wait_no_busy(Engine *e)
+{
+        for (;;) {
+                bool busy = false;
+
+                for (size_t i = 0; i < e->n_ranges && !busy; i++) {
+                        Range *rg = &e->ranges[i];
+                        size_t n = (rg->end - rg->start) >> PAGE_SHIFT_4K;
+                        for (size_t p = 0; p < n; p++)
+                                if ((rg->pages[p] & PG_STATE_MASK) == PG_BUSY) {
+                                        busy = true;
+                                        break;
+                                }
+                }
+                if (!busy || atomic_load(&e->stop))
+                        return;
+                pthread_cond_wait(&e->cond, &e->lock);
+        }
+}
+
+static int handle_event(Engine *e, const struct uffd_msg *msg)
+{
+        int r = 0;
+
+        switch (msg->event) {
+        case UFFD_EVENT_REMAP: {
+                uint64_t from = msg->arg.remap.from, to = msg->arg.remap.to, len = msg->arg.remap.len;
+                Range *moved = NULL;
+                size_t n_moved = 0;
+
+                r = ranges_cut(e, from, from + len, false, &moved, &n_moved);
+                if (r < 0)
+                        return r;
+                /* Whatever the destination held is gone (the kernel unmapped it). */
+                r = ranges_cut(e, to, to + len, true, NULL, NULL);
+                for (size_t i = 0; i < n_moved; i++) {
+                        moved[i].start = moved[i].start - from + to;
+                        moved[i].end = moved[i].end - from + to;
+                        if (r >= 0)
+                                r = range_insert(e, &moved[i]);
+                        else
+                                free(moved[i].pages);
+                }
+                free(moved);
+                return r;
+        }
+        case UFFD_EVENT_UNMAP:
+                return ranges_cut(e, msg->arg.remove.start, msg->arg.remove.end, true, NULL, NULL);
+        case UFFD_EVENT_REMOVE: {
+                /* The pages were saved before this event was read (presave_removes); anything still
+                 * pending lost the race and is gone now. MADV_FREE keeps pages but may lose them at any
+                 * time, so they are treated the same. */
+                uint64_t start = msg->arg.remove.start, end = msg->arg.remove.end;
+
+                for (uint64_t a = start; a < end;) {
+                        Range *rg = range_find(e, a);
+                        if (!rg) {
+                                size_t j;
+                                uint64_t next = end;
+                                for (j = 0; j < e->n_ranges; j++)
+                                        if (e->ranges[j].start > a) {
+                                                next = MIN(next, e->ranges[j].start);
+                                                break;
+                                        }
+                                a = next;
+                                continue;
+                        }
+                        uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
+                        if ((*p & PG_STATE_MASK) == PG_PENDING) {
+                                uint64_t ia = range_image_addr(rg, a);
+                                *p &= PG_HUGE;
+                                e->pages_pending--;
+                                atomic_fetch_add(&e->pages_discarded, 1);
+                                (void)hole_add(e, ia, ia + PAGE_SIZE_4K, IMAGE_HOLE_DISCARDED);
+                        }
+                        a += PAGE_SIZE_4K;
+                }
+                return 0;
+        }
+        default:
+                return 0;
+        }
+}
+
+/* An event is in flight. If it is a madvise that will zap pages, the blocked thread's syscall says
+ * which range; save it now, while the pages are still intact. */
+static void presave_removes(Engine *e)
+{
+        Target *t = e->target;
+        pid_t *tids = NULL;
+        size_t n = 0;
+
+        if (proc_task_list(t->pid, &tids, &n) < 0)
+                return;
+
+        for (size_t i = 0; i < n; i++) {
+                uint64_t args[6];
+                long nr;
+
+                if (proc_syscall_read(t->pid, tids[i], &nr, args) < 0 || nr != SYS_madvise)
+                        continue;
+                if (args[2] != MADV_DONTNEED && args[2] != MADV_FREE && args[2] != MADV_REMOVE &&
+                    args[2] != 24 /* MADV_DONTNEED_LOCKED */)
+                        continue;
+
+                uint64_t start = ALIGN_DOWN(args[0], PAGE_SIZE_4K);
+                uint64_t end = ALIGN_UP(args[0] + args[1], PAGE_SIZE_4K);
+                for (uint64_t a = start; a < end && !atomic_load(&e->stop);) {
+                        Range *rg;
+                        uint64_t ws, we;
+
+                        pthread_mutex_lock(&e->lock);
+                        rg = range_find(e, a);
+                        if (rg) {
+                                window_for(e, rg, a, SAVE_REMOVE, &ws, &we);
+                                we = MIN(we, end);
+                        } else
+                                we = a + PAGE_SIZE_4K;
+                        pthread_mutex_unlock(&e->lock);
+                        if (rg)
+                                (void)engine_save(e, a, SAVE_REMOVE, start, end);
+                        a = we;
+                }
+        }
+        free(tids);
+}
+
+typedef struct Deferred {
+        uint64_t *addrs;
+        size_t n, allocated;
+} Deferred;
+
+static void deferred_add(Deferred *d, uint64_t addr)
+{
+        if (d->n == d->allocated) {
+                size_t n = MAX(d->allocated * 2, (size_t)64);
+                uint64_t *p = realloc(d->addrs, n * sizeof(uint64_t));
+                if (!p)
+                        return;
+                d->addrs = p;
+                d->allocated = n;
+        }
+        d->addrs[d->n++] = addr;
+}
+
+static void serve_fault(Engine *e, uint64_t addr, Deferred *retry)
+{
+        int r;
+
+        r = engine_save(e, addr, SAVE_FAULT, 0, 0);
+        if (r == 0) {
+                deferred_add(retry, addr);
+                return;
+        }
+        if (r < 0) {
+                if (r != -ECANCELED)
+                        engine_fail(e, r, "saving the page at 0x%" PRIx64 " failed: %s", addr, strerror(-r));
+                return;
+        }
+        /* The window was un-protected (which woke the thread) or held nothing to save; make sure the
+         * faulting page itself is writable and its thread awake. */
+        r = uffd_wp(e, ALIGN_DOWN(addr, PAGE_SIZE_4K), PAGE_SIZE_4K, false);
+        if (r == -EAGAIN) {
+                deferred_add(retry, addr);
+                return;
+        }
+        uffd_wake(e, ALIGN_DOWN(addr, PAGE_SIZE_4K), PAGE_SIZE_4K);
+}
+
+static void *handler_thread(void *userdata)
+{
+        Engine *e = userdata;
+        Deferred pending = {}, retry = {};
+        struct uffd_msg msgs[MSG_BATCH];
+
+        pthread_setname_np(pthread_self(), "livesnap-fault");
+
+        while (!atomic_load(&e->stop)) {
+                struct pollfd p[2] = {
+                        { .fd = e->uffd, .events = POLLIN },
+                        { .fd = e->stop_fd, .events = POLLIN },
+                };
+                ssize_t n;
+
+                if (poll(p, 2, pending.n > 0 ? 1 : 100) < 0 && errno != EINTR) {
+                        engine_fail(e, -errno, "poll on userfaultfd failed: %m");
+                        break;
+                }
+                if ((p[1].revents & POLLIN) || atomic_load(&e->stop))
+                        break;
+
+                /* Faults overtaken by an event: retry now that it may have been read. */
+                if (pending.n > 0) {
+                        Deferred again = pending;
+                        pending = retry;
+                        retry = again;
+                        pending.n = 0;
+                        for (size_t i = 0; i < retry.n; i++)
+                                serve_fault(e, retry.addrs[i], &pending);
+                        retry.n = 0;
+                }
+
+                if (!(p[0].revents & POLLIN))
+                        continue;
+
+                if (uffd_event_in_flight(e))
+                        presave_removes(e);
+
+                n = read(e->uffd, msgs, sizeof(msgs));
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                continue;
+                        engine_fail(e, -errno, "reading the userfaultfd failed: %m");
+                        break;
+                }
+
+                size_t count = (size_t)n / sizeof(struct uffd_msg);
+                bool events = false;
+
+                for (size_t i = 0; i < count; i++)
+                        if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+                                events = true;
+
+                if (events) {
+                        /* Bookkeeping changes: make every saver in flight revert (epoch), wait for them,
+                         * and keep new claims out until done. */
+                        pthread_mutex_lock(&e->lock);
+                        e->epoch++;
+                        e->in_event = true;
+                        wait_no_busy(e);
+                        for (size_t i = 0; i < count; i++) {
+                                int r;
+                                if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+                                        continue;
+                                r = handle_event(e, &msgs[i]);
+                                if (r < 0) {
+                                        e->in_event = false;
+                                        pthread_mutex_unlock(&e->lock);
+                                        engine_fail(e, r, "tracking an address-space change failed: %s",
+                                                    strerror(-r));
+                                        goto out;
+                                }
+                        }
+                        e->in_event = false;
+                        pthread_cond_broadcast(&e->cond);
+                        pthread_mutex_unlock(&e->lock);
+                }
+
+                for (size_t i = 0; i < count; i++) {
+                        if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+                                continue;
+                        atomic_fetch_add(&e->faults, 1);
+                        serve_fault(e, msgs[i].arg.pagefault.address, &pending);
+                }
+        }
+out:
+        free(pending.addrs);
+        free(retry.addrs);
+        return NULL;
+}
+
+/* ---- background copier ---- */
+
+static void *copier_thread(void *userdata)
+{
+        Engine *e = userdata;
+        uint64_t cursor = 0, copied = 0, t0 = now_usec();
+        uint64_t rate = e->opts->rate_limit;
+
+        pthread_setname_np(pthread_self(), "livesnap-copy");
+
+        while (!atomic_load(&e->stop)) {
+                uint64_t addr = 0;
+                bool found = false, none_left;
+
+                pthread_mutex_lock(&e->lock);
+                while (e->in_event && !atomic_load(&e->stop))
+                        pthread_cond_wait(&e->cond, &e->lock);
+                none_left = e->pages_pending == 0;
+                for (int pass = 0; pass < 2 && !found && !none_left; pass++) {
+                        for (size_t i = 0; i < e->n_ranges && !found; i++) {
+                                Range *rg = &e->ranges[i];
+                                uint64_t a;
+
+                                if (rg->end <= cursor)
+                                        continue;
+                                for (a = MAX(rg->start, cursor); a < rg->end; a += PAGE_SIZE_4K)
+                                        if ((rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] & PG_STATE_MASK) ==
+                                            PG_PENDING) {
+                                                addr = a;
+                                                found = true;
+                                                break;
+                                        }
+                        }
+                        if (!found)
+                                cursor = 0; /* wrap: pages reverted or moved behind us */
+                }
+                if (!found && !none_left) {
+                        /* Everything left is BUSY with another saver: wait for it. */
+                        pthread_cond_wait(&e->cond, &e->lock);
+                        pthread_mutex_unlock(&e->lock);
+                        continue;
+                }
+                pthread_mutex_unlock(&e->lock);
+
+                if (none_left)
+                        break;
+
+                uint64_t before = atomic_load(&e->bytes_done);
+                int r = engine_save(e, addr, SAVE_COPY, 0, 0);
+                if (r < 0) {
+                        if (r != -ECANCELED)
+                                engine_fail(e, r, "copying 0x%" PRIx64 " failed: %s", addr, strerror(-r));
+                        break;
+                }
+                if (r == 0)
+                        /* Overtaken by an event; let the handler read it before trying again. */
+                        usleep(200);
+                else
+                        cursor = ALIGN_DOWN(addr, COPY_WINDOW) + COPY_WINDOW;
+
+                if (rate > 0) {
+                        copied += atomic_load(&e->bytes_done) - before;
+                        uint64_t due = t0 + copied * 1000000ULL / rate, now = now_usec();
+                        while (now < due && !atomic_load(&e->stop)) {
+                                usleep((useconds_t)MIN(due - now, (uint64_t)50000));
+                                now = now_usec();
+                        }
+                }
+        }
+
+        atomic_store(&e->copier_done, true);
+        (void)eventfd_write(e->super_fd, 1);
+        return NULL;
+}
+
+/* ---- the freeze ---- */
+
+static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t inverted, uint64_t mask,
+                        uint64_t anyof, uint64_t ret_mask,
+                        int (*cb)(void *userdata, uint64_t start, uint64_t end, uint64_t categories),
+                        void *userdata)
+{
+        struct page_region regions[512];
+
+        while (start < end) {
+                struct pm_scan_arg arg = {
+                        .size = sizeof(arg),
+                        .start = start,
+                        .end = end,
+                        .vec = (uint64_t)(uintptr_t)regions,
+                        .vec_len = ELEMENTSOF(regions),
+                        .category_inverted = inverted,
+                        .category_mask = mask,
+                        .category_anyof_mask = anyof,
+                        .return_mask = ret_mask,
+                };
+                long n;
+
+                n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+                if (n < 0)
+                        return -errno;
+                for (long i = 0; i < n; i++) {
+                        int r = cb(userdata, regions[i].start, regions[i].end, regions[i].categories);
+                        if (r < 0)
+                                return r;
+                }
+                if (arg.walk_end <= start)
+                        break;
+                start = arg.walk_end;
+        }
+        return 0;
+}
+
+static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
+{
+        Engine *e = userdata;
+        Range *rg = range_find(e, start);
+
+        if (!rg)
+                return 0;
+        end = MIN(end, rg->end);
+        for (uint64_t a = start; a < end; a += PAGE_SIZE_4K) {
+                uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
+                if (cat & PAGE_IS_HUGE)
+                        *p |= PG_HUGE;
+                if (cat & PAGE_IS_PFNZERO) {
+                        atomic_fetch_add(&e->pages_zero_at_t, 1);
+                        continue;
+                }
+                if ((*p & PG_STATE_MASK) != PG_PENDING) {
+                        *p = (uint8_t)((*p & PG_HUGE) | PG_PENDING);
+                        e->pages_pending++;
+                }
+        }
+        return 0;
+}
+
+/* shmem: pages not mapped by this process may still hold data; ask the file where its data is. */
+static int mark_shmem(Engine *e, const ProcMap *m)
+{
+        _cleanup_close_ int fd = -EBADF;
+        char path[128];
+        uint64_t off = m->offset, end_off = m->offset + (m->end - m->start);
+
+        snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)e->target->pid, m->start,
+                 m->end);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return mark_present(e, m->start, m->end, 0);
+
+        while (off < end_off) {
+                off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
+                if (data < 0)
+                        break;
+                hole = lseek(fd, data, SEEK_HOLE);
+                if (hole < 0)
+                        hole = (off_t)end_off;
+                if ((uint64_t)data >= end_off)
+                        break;
+                uint64_t s = m->start + ALIGN_DOWN((uint64_t)data, PAGE_SIZE_4K) - m->offset;
+                uint64_t t = m->start + MIN(ALIGN_UP((uint64_t)hole, PAGE_SIZE_4K), end_off) - m->offset;
+                (void)mark_present(e, MAX(s, m->start), MIN(t, m->end), 0);
+                off = (uint64_t)hole;
+        }
+        return 0;
+}
+
+typedef struct FrozenCopy {
+        Engine *e;
+        ImageVma *vma;
+} FrozenCopy;
+
+static int copy_frozen(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
+{
+        FrozenCopy *fc = userdata;
+        Engine *e = fc->e;
+
+        for (uint64_t a = start; a < end;) {
+                size_t n = MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
+                Chunk *c = buffer_get(e, a, n, true);
+                int r;
+
+                if (!c)
+                        return -ENOMEM;
+                r = target_read_memory(e->target, a, c->data, n << PAGE_SHIFT_4K);
+                if (r < 0) {
+                        buffer_put_back(e, c);
+                        atomic_fetch_add(&e->pages_unsaved, n);
+                        (void)hole_add(e, a, a + (n << PAGE_SHIFT_4K), IMAGE_HOLE_UNSAVED);
+                } else {
+                        atomic_fetch_add(&e->bytes_done, n << PAGE_SHIFT_4K);
+                        atomic_fetch_add(&e->bytes_total, n << PAGE_SHIFT_4K);
+                        buffer_push(e, c);
+                }
+                a += n << PAGE_SHIFT_4K;
+        }
+        return 0;
+}
+
+static bool name_is_shmem(const char *name)
+{
+        return name && (startswith(name, "/memfd:") || startswith(name, "/dev/shm/") ||
+                        startswith(name, "/SYSV") || startswith(name, "/dev/zero"));
+}
+
+/* Registers, scans and classifies every mapping. Private pages of mappings that cannot be registered
+ * are copied now, while the target is stopped. */
+static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas, char *err, size_t errlen)
+{
+        _cleanup_close_ int pagemap_fd = -EBADF;
+        char path[64];
+        int r;
+
+        snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)e->target->pid);
+        pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (pagemap_fd < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot open %s: %s", path, strerror(-r));
+                return r;
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                const ProcMap *m = &maps[i];
+                ImageVma *v = &vmas[i];
+                bool anon = m->inode == 0 && (!m->name || m->name[0] == '[' || startswith(m->name, "[anon"));
+                struct uffdio_register reg = {
+                        .range = { .start = m->start, .len = m->end - m->start },
+                        .mode = UFFDIO_REGISTER_MODE_WP,
+                };
+
+                *v = (ImageVma){
+                        .start = m->start, .end = m->end, .pgoff = m->offset, .prot = m->prot,
+                        .dev_major = m->dev_major, .dev_minor = m->dev_minor, .inode = m->inode,
+                        .name = m->name, .content = IMAGE_VMA_CONTENT_FULL,
+                };
+                if (m->shared)
+                        v->flags |= IMAGE_VMA_SHARED;
+
+                if (m->name && m->name[0] == '[' && !streq(m->name, "[heap]") && !startswith(m->name, "[stack") &&
+                    !startswith(m->name, "[anon")) {
+                        v->flags |= IMAGE_VMA_SPECIAL;
+                        if (streq(m->name, "[vdso]")) {
+                                FrozenCopy fc = { e, v };
+                                r = copy_frozen(&fc, m->start, m->end, 0);
+                                if (r < 0)
+                                        return r;
+                        } else
+                                v->content = IMAGE_VMA_CONTENT_NONE;
+                        continue;
+                }
+
+                if (ioctl(e->uffd, UFFDIO_REGISTER, &reg) == 0) {
+                        Range rg = { .start = m->start, .end = m->end, .image_start = m->start };
+
+                        rg.pages = calloc((m->end - m->start) >> PAGE_SHIFT_4K, 1);
+                        if (!rg.pages)
+                                return -ENOMEM;
+                        r = range_insert(e, &rg);
+                        if (r < 0) {
+                                free(rg.pages);
+                                return r;
+                        }
+
+                        if (m->shared || name_is_shmem(m->name)) {
+                                v->flags |= IMAGE_VMA_SHMEM;
+                                r = mark_shmem(e, m);
+                        } else {
+                                v->flags |= IMAGE_VMA_ANON;
+                                r = pagemap_scan(pagemap_fd, m->start, m->end, 0, 0,
+                                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE,
+                                                 mark_present, e);
+                        }
+                        if (r < 0) {
+                                snprintf(err, errlen, "scanning pages of 0x%" PRIx64 "-0x%" PRIx64 " failed: %s",
+                                         m->start, m->end, strerror(-r));
+                                return r;
+                        }
+                        continue;
+                }
+
+                /* Not registrable: copy now what the file does not hold. */
+                FrozenCopy fc = { e, v };
+                if (anon) {
+                        /* e.g. registered by the target's own userfaultfd (EBUSY) */
+                        v->flags |= IMAGE_VMA_ANON;
+                        r = pagemap_scan(pagemap_fd, m->start, m->end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                         PAGE_IS_PRESENT, copy_frozen, &fc);
+                } else if (m->shared) {
+                        v->content = IMAGE_VMA_CONTENT_FILE;
+                        v->flags |= IMAGE_VMA_NOT_PIT;
+                        r = 0;
+                } else {
+                        v->content = IMAGE_VMA_CONTENT_FILE;
+                        r = pagemap_scan(pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
+                                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, copy_frozen, &fc);
+                }
+                if (r < 0) {
+                        snprintf(err, errlen, "copying 0x%" PRIx64 "-0x%" PRIx64 " (%s) failed: %s", m->start,
+                                 m->end, m->name ?: "anonymous", strerror(-r));
+                        return r;
+                }
+        }
+
+        /* Protect last: one ioctl per registered range. */
+        for (size_t i = 0; i < e->n_ranges; i++) {
+                r = uffd_wp(e, e->ranges[i].start, e->ranges[i].end - e->ranges[i].start, true);
+                if (r < 0) {
+                        snprintf(err, errlen, "write-protecting 0x%" PRIx64 "-0x%" PRIx64 " failed: %s",
+                                 e->ranges[i].start, e->ranges[i].end, strerror(-r));
+                        return r;
+                }
+        }
+
+        atomic_fetch_add(&e->bytes_total, e->pages_pending << PAGE_SHIFT_4K);
+        return 0;
+}
+
+static int create_uffd(Engine *e, char *err, size_t errlen)
+{
+        Target *t = e->target;
+        Tracee *tr = target_find(t, t->pid);
+        uint64_t args[6] = { O_CLOEXEC | O_NONBLOCK };
+        struct uffdio_api api = {
+                .api = UFFD_API,
+                .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+                            UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID,
+        };
+        int64_t fd_in_target = -1, res;
+        int r;
+
+        if (!tr || (tr->state != TRACEE_STOPPED && tr->state != TRACEE_GROUPSTOP))
+                for (size_t i = 0; i < t->n_threads; i++)
+                        if (t->threads[i].state == TRACEE_STOPPED) {
+                                tr = &t->threads[i];
+                                break;
+                        }
+        if (!tr) {
+                snprintf(err, errlen, "no stopped thread to run userfaultfd() in");
+                return -ESRCH;
+        }
+
+        r = target_inject_syscall(t, tr->tid, SYS_userfaultfd, args, &fd_in_target);
+        if (r < 0) {
+                snprintf(err, errlen, "running userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
+                return r;
+        }
+        if (fd_in_target < 0) {
+                r = (int)fd_in_target;
+                if (r == -EPERM)
+                        snprintf(err, errlen,
+                                 "userfaultfd() inside PID %d was refused (the target lacks CAP_SYS_PTRACE and "
+                                 "vm.unprivileged_userfaultfd is 0)",
+                                 (int)t->pid);
+                else
+                        snprintf(err, errlen, "userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
+                return r;
+        }
+
+        e->uffd = (int)syscall(__NR_pidfd_getfd, t->pidfd, (int)fd_in_target, 0);
+        r = e->uffd < 0 ? -errno : 0;
+
+        /* Close the target's copy at once: if we die, ours is the last reference and its release
+         * un-protects everything. */
+        args[0] = (uint64_t)fd_in_target;
+        (void)target_inject_syscall(t, tr->tid, SYS_close, args, &res);
+
+        if (r < 0) {
+                snprintf(err, errlen, "pidfd_getfd of the userfaultfd failed: %s", strerror(-r));
+                return r;
+        }
+
+        if (ioctl(e->uffd, UFFDIO_API, &api) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "this kernel's userfaultfd lacks write-protect or events (UFFDIO_API: %s)",
+                         strerror(-r));
+                return r == -EINVAL ? -EOPNOTSUPP : r;
+        }
+        return 0;
+}
+
+/* ---- the supervisor ---- */
+
+static void save_and_unprotect(Engine *e, uint64_t addr)
+{
+        uint64_t page = ALIGN_DOWN(addr, PAGE_SIZE_4K);
+
+        for (int i = 0; i < 2000 && !atomic_load(&e->stop); i++) {
+                int r = engine_save(e, page, SAVE_FAULT, 0, 0);
+                if (r < 0)
+                        return;
+                if (r > 0 && uffd_wp(e, page, PAGE_SIZE_4K, false) != -EAGAIN)
+                        return;
+                usleep(500);
+        }
+}
+
+/* An exiting thread: the kernel will write 0 to its clear_child_tid word and mark its robust futexes
+ * OWNER_DIED; both writes are dropped on a write-protected page. Save and un-protect those pages. */
+static void handle_exit(Engine *e, Tracee *tr)
+{
+        struct {
+                uint64_t next;
+                int64_t futex_offset;
+                uint64_t pending;
+        } head;
+        uint64_t head_addr = 0;
+        size_t len = 0;
+
+        if (tr->clear_child_tid)
+                save_and_unprotect(e, tr->clear_child_tid);
+
+        if (syscall(SYS_get_robust_list, tr->tid, &head_addr, &len) < 0 || !head_addr)
+                return;
+        if (target_read_memory(e->target, head_addr, &head, sizeof(head)) < 0)
+                return;
+
+        uint64_t entry = head.next & ~1ULL;
+        for (int i = 0; i < ROBUST_LIST_LIMIT && entry && entry != head_addr; i++) {
+                uint64_t next;
+
+                save_and_unprotect(e, entry + (uint64_t)head.futex_offset);
+                if (target_read_memory(e->target, entry, &next, sizeof(next)) < 0)
+                        break;
+                entry = next & ~1ULL;
+        }
+        if (head.pending & ~1ULL)
+                save_and_unprotect(e, (head.pending & ~1ULL) + (uint64_t)head.futex_offset);
+}
+
+static void note_clone_child_tid(Engine *e, Tracee *parent, Tracee *child)
+{
+        struct user_regs_struct regs;
+        uint64_t flags = 0, child_tid = 0;
+
+        if (ptrace(PTRACE_GETREGS, parent->tid, NULL, &regs) < 0)
+                return;
+        if (regs.orig_rax == SYS_clone) {
+                flags = regs.rdi;
+                child_tid = regs.r10;
+        } else if (regs.orig_rax == 435 /* clone3 */) {
+                uint64_t args[3];
+                if (target_read_memory(e->target, regs.rdi, args, sizeof(args)) < 0)
+                        return;
+                flags = args[0];
+                child_tid = args[2];
+        }
+        if (flags & CLONE_CHILD_CLEARTID)
+                child->clear_child_tid = child_tid;
+}
+
+static void supervise_status(Engine *e, pid_t w, int status)
+{
+        Target *t = e->target;
+        Tracee *tr = target_find(t, w);
+
+        if (!tr) {
+                tr = target_add(t, w); /* a new thread, attached by the kernel */
+                if (!tr)
+                        return;
+        }
+
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+                tr->state = TRACEE_GONE;
+                if (w == t->pid) {
+                        t->exited = true;
+                        engine_fail(e, -ESRCH, "PID %d exited during the snapshot", (int)t->pid);
+                }
+                return;
+        }
+        if (!WIFSTOPPED(status))
+                return;
+
+        switch (status >> 16) {
+        case PTRACE_EVENT_EXIT:
+                tr->state = TRACEE_EXITING;
+                handle_exit(e, tr);
+                break;
+        case PTRACE_EVENT_CLONE: {
+                unsigned long msg = 0;
+                tr->state = TRACEE_STOPPED;
+                if (ptrace(PTRACE_GETEVENTMSG, w, NULL, &msg) == 0 && msg > 0) {
+                        Tracee *child = target_add(t, (pid_t)msg);
+                        tr = target_find(t, w); /* target_add may have moved the array */
+                        if (child && tr)
+                                note_clone_child_tid(e, tr, child);
+                }
+                break;
+        }
+        case PTRACE_EVENT_EXEC:
+                tr->state = TRACEE_STOPPED;
+                t->execed = true;
+                engine_fail(e, -ECANCELED, "PID %d called execve during the snapshot", (int)t->pid);
+                return; /* leave it stopped until detach */
+        case PTRACE_EVENT_STOP: {
+                int sig = WSTOPSIG(status);
+                tr->state = (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) ?
+                                    TRACEE_GROUPSTOP :
+                                    TRACEE_STOPPED;
+                break;
+        }
+        case 0:
+                tr->state = TRACEE_STOPPED;
+                tr->pending_signal = WSTOPSIG(status);
+                break;
+        default:
+                tr->state = TRACEE_STOPPED;
+                break;
+        }
+
+        (void)tracee_resume(t, tr);
+}
+
+static void reap_all(Engine *e)
+{
+        for (;;) {
+                int status;
+                pid_t w = waitpid(-1, &status, __WALL | WNOHANG);
+                if (w <= 0)
+                        break;
+                supervise_status(e, w, status);
+        }
+}
+
+static void supervise(Engine *e, int sfd)
+{
+        Target *t = e->target;
+        uint64_t last_progress = 0;
+
+        /* Threads already exiting at the freeze. */
+        for (size_t i = 0; i < t->n_threads; i++)
+                if (t->threads[i].state == TRACEE_EXITING) {
+                        handle_exit(e, &t->threads[i]);
+                        (void)tracee_resume(t, &t->threads[i]);
+                }
+
+        while (!atomic_load(&e->stop) && !atomic_load(&e->copier_done)) {
+                struct pollfd p[3] = {
+                        { .fd = sfd, .events = POLLIN },
+                        { .fd = e->stop_fd, .events = POLLIN },
+                        { .fd = e->super_fd, .events = POLLIN },
+                };
+
+                (void)poll(p, 3, 100);
+                if (p[0].revents & POLLIN) {
+                        struct signalfd_siginfo si[8];
+                        ssize_t n = read(sfd, si, sizeof(si));
+                        for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(si[0]); i++)
+                                if (si[i].ssi_signo != SIGCHLD)
+                                        engine_fail(e, -EINTR, "interrupted by signal %s",
+                                                    strsignal((int)si[i].ssi_signo));
+                }
+                reap_all(e);
+
+                uint64_t now = now_usec();
+                if (e->opts->progress && now - last_progress >= 100000) {
+                        last_progress = now;
+                        e->opts->progress(e->opts->userdata, atomic_load(&e->bytes_done),
+                                          atomic_load(&e->bytes_total));
+                }
+        }
+        reap_all(e);
+}
+
+/* ---- the whole dump ---- */
+
+static void phase(const LivesnapDumpOptions *o, LivesnapPhase p)
+{
+        if (o->phase)
+                o->phase(o->userdata, p);
+}
+
+static json_object *build_meta(Engine *e, const char *exe, char **argv, const char *comm, struct timespec *t_at,
+                               const LivesnapDumpResult *res)
+{
+        json_object *meta = json_object_new_object(), *target = json_object_new_object(),
+                    *cmd = json_object_new_array(), *stats = json_object_new_object();
+        char when[64];
+        struct tm tm;
+
+        gmtime_r(&t_at->tv_sec, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(when + strlen(when), sizeof(when) - strlen(when), ".%06ldZ", t_at->tv_nsec / 1000);
+
+        json_object_object_add(target, "pid", json_object_new_int(e->target->pid));
+        json_object_object_add(target, "exe", exe ? json_object_new_string(exe) : NULL);
+        for (size_t i = 0; argv && argv[i]; i++)
+                json_object_array_add(cmd, json_object_new_string(argv[i]));
+        json_object_object_add(target, "cmdline", cmd);
+        json_object_object_add(target, "comm", json_object_new_string(comm));
+
+        json_object_object_add(meta, "tool", json_object_new_string("livesnap " LIVESNAP_VERSION));
+        json_object_object_add(meta, "target", target);
+        json_object_object_add(meta, "time", json_object_new_string(when));
+        json_object_object_add(meta, "time_usec",
+                               json_object_new_int64((int64_t)t_at->tv_sec * 1000000 + t_at->tv_nsec / 1000));
+        json_object_object_add(meta, "freeze_us", json_object_new_int64((int64_t)res->freeze_us));
+        json_object_object_add(meta, "elapsed_ms", json_object_new_int64((int64_t)res->elapsed_ms));
+        json_object_object_add(meta, "page_size", json_object_new_int(4096));
+
+#define STAT(name) json_object_object_add(stats, #name, json_object_new_int64((int64_t)res->name))
+        STAT(pages_saved);
+        STAT(pages_zero);
+        STAT(pages_discarded);
+        STAT(pages_unsaved);
+        STAT(pages_faulted);
+        STAT(faults);
+        STAT(threads);
+        STAT(peak_buffer_bytes);
+        STAT(throttle_us);
+#undef STAT
+        json_object_object_add(meta, "stats", stats);
+        return meta;
+}
+
+static void engine_stop_threads(Engine *e, pthread_t *handler, pthread_t *copier, pthread_t *writer)
+{
+        atomic_store(&e->stop, true);
+        (void)eventfd_write(e->stop_fd, 1);
+        pthread_mutex_lock(&e->lock);
+        pthread_cond_broadcast(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+        pthread_mutex_lock(&e->buf_lock);
+        pthread_cond_broadcast(&e->buf_cond);
+        pthread_mutex_unlock(&e->buf_lock);
+
+        if (*copier) {
+                pthread_join(*copier, NULL);
+                *copier = 0;
+        }
+        if (*handler) {
+                pthread_join(*handler, NULL);
+                *handler = 0;
+        }
+        if (*writer) {
+                pthread_mutex_lock(&e->buf_lock);
+                e->writer_stop = true;
+                pthread_cond_broadcast(&e->buf_cond);
+                pthread_mutex_unlock(&e->buf_lock);
+                pthread_join(*writer, NULL);
+                *writer = 0;
+        }
+}
+
+_export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOptions *opts_in, LivesnapDumpResult *res)
+{
+        LivesnapDumpOptions opts = {};
+        Engine *e = NULL;
+        ProcMap *maps = NULL;
+        ImageVma *vmas = NULL;
+        size_t n_maps = 0;
+        char *exe = NULL, **argv = NULL, *auxv = NULL;
+        size_t auxv_len = 0;
+        char comm[16] = "";
+        pthread_t handler = 0, copier = 0, writer = 0;
+        sigset_t mask, old_mask;
+        int sfd = -EBADF, r;
+        uint64_t t_start = now_usec(), t_freeze0 = 0, t_freeze1 = 0;
+        struct timespec t_at;
+        bool success = false;
+
+        if (!path || !res)
+                return -EINVAL;
+        memset(res, 0, sizeof(*res));
+        if (opts_in)
+                opts = *opts_in;
+        if (opts.buffer_size == 0)
+                opts.buffer_size = LIVESNAP_DEFAULT_BUFFER_SIZE;
+        if (opts.buffer_size < (4ULL << 20))
+                opts.buffer_size = 4ULL << 20; /* one 2 MiB window must always fit, with room to spare */
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->uffd = e->stop_fd = e->super_fd = -EBADF;
+        e->opts = &opts;
+        e->res = res;
+        e->buf_limit = opts.buffer_size;
+        pthread_mutex_init(&e->lock, NULL);
+        pthread_cond_init(&e->cond, NULL);
+        pthread_mutex_init(&e->buf_lock, NULL);
+        pthread_cond_init(&e->buf_cond, NULL);
+        pthread_mutex_init(&e->err_lock, NULL);
+        e->probe_addr = 65536;
+        {
+                _cleanup_free_ char *s = NULL;
+                uint64_t v;
+                if (read_full_file("/proc/sys/vm/mmap_min_addr", &s, NULL) >= 0) {
+                        s[strcspn(s, "\n")] = 0;
+                        if (parse_u64(s, &v) >= 0 && v >= PAGE_SIZE_4K)
+                                e->probe_addr = ALIGN_UP(v, PAGE_SIZE_4K);
+                }
+        }
+
+        e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        e->super_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (e->stop_fd < 0 || e->super_fd < 0) {
+                r = -errno;
+                snprintf(res->error, sizeof(res->error), "eventfd: %s", strerror(-r));
+                goto out;
+        }
+
+        /* SIGCHLD (ptrace stops) and termination requests come through a signalfd; the worker threads
+         * inherit the blocked mask. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &mask, &old_mask);
+        sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (sfd < 0) {
+                r = -errno;
+                snprintf(res->error, sizeof(res->error), "signalfd: %s", strerror(-r));
+                goto out;
+        }
+
+        {
+                ImageWriterOptions wo = { .compress_level = opts.compress_level, .no_sync = opts.no_sync };
+                r = image_writer_new(path, &wo, &e->writer);
+                if (r < 0) {
+                        snprintf(res->error, sizeof(res->error), "cannot create image %s: %s", path, strerror(-r));
+                        goto out;
+                }
+        }
+
+        r = target_attach(pid, &e->target, res->error, sizeof(res->error));
+        if (r < 0)
+                goto out;
+        phase(&opts, LIVESNAP_PHASE_ATTACHING);
+
+        /* ---- the freeze ---- */
+        t_freeze0 = now_usec();
+        r = target_stop_all(e->target, res->error, sizeof(res->error));
+        if (r < 0)
+                goto out;
+        clock_gettime(CLOCK_REALTIME, &t_at);
+
+        r = target_capture_threads(e->target);
+        if (r < 0) {
+                snprintf(res->error, sizeof(res->error), "reading thread registers failed: %s", strerror(-r));
+                goto out;
+        }
+        for (size_t i = 0; i < e->target->n_threads; i++)
+                if (e->target->threads[i].at_instant)
+                        res->threads++;
+
+        r = create_uffd(e, res->error, sizeof(res->error));
+        if (r < 0)
+                goto out;
+
+        r = target_read_tid_addresses(e->target);
+        if (r < 0) {
+                snprintf(res->error, sizeof(res->error), "reading thread tid addresses failed: %s", strerror(-r));
+                goto out;
+        }
+
+        r = proc_maps_read(pid, &maps, &n_maps);
+        if (r < 0) {
+                snprintf(res->error, sizeof(res->error), "reading /proc/%d/maps failed: %s", (int)pid, strerror(-r));
+                goto out;
+        }
+        vmas = calloc(MAX(n_maps, (size_t)1), sizeof(ImageVma));
+        if (!vmas) {
+                r = -ENOMEM;
+                goto out;
+        }
+        {
+                char p[64];
+                snprintf(p, sizeof(p), "/proc/%d/auxv", (int)pid);
+                (void)read_full_file(p, &auxv, &auxv_len);
+                (void)proc_exe_read(pid, &exe);
+                (void)proc_cmdline_read(pid, &argv);
+                ProcStatus st;
+                if (proc_status_read(pid, 0, &st) >= 0)
+                        memcpy(comm, st.name, sizeof(comm) - 1);
+        }
+
+        r = setup_memory(e, maps, n_maps, vmas, res->error, sizeof(res->error));
+        if (r < 0)
+                goto out;
+
+        phase(&opts, LIVESNAP_PHASE_FROZEN);
+
+        r = -pthread_create(&handler, NULL, handler_thread, e);
+        if (r < 0) {
+                handler = 0;
+                snprintf(res->error, sizeof(res->error), "cannot start the fault handler: %s", strerror(-r));
+                goto out;
+        }
+        r = target_resume_all(e->target);
+        t_freeze1 = now_usec();
+        res->freeze_us = t_freeze1 - t_freeze0;
+        if (r < 0) {
+                snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
+                goto out;
+        }
+
+        /* ---- copying ---- */
+        phase(&opts, LIVESNAP_PHASE_COPYING);
+        r = -pthread_create(&copier, NULL, copier_thread, e);
+        if (r < 0) {
+                copier = 0;
+                snprintf(res->error, sizeof(res->error), "cannot start the copier: %s", strerror(-r));
+                goto out;
+        }
+
+        /* Small sections first, from this thread, before the writer thread owns the writer. */
+        r = image_writer_add_maps(e->writer, vmas, n_maps);
+        for (size_t i = 0; r >= 0 && i < e->target->n_threads; i++) {
+                /* main thread first */
+                Tracee *tr = &e->target->threads[i];
+                if (tr->at_instant && tr->tid == pid)
+                        r = image_writer_add_thread(e->writer, &tr->saved);
+        }
+        for (size_t i = 0; r >= 0 && i < e->target->n_threads; i++) {
+                Tracee *tr = &e->target->threads[i];
+                if (tr->at_instant && tr->tid != pid)
+                        r = image_writer_add_thread(e->writer, &tr->saved);
+        }
+        if (r >= 0 && auxv)
+                r = image_writer_add_auxv(e->writer, auxv, auxv_len);
+        if (r < 0) {
+                snprintf(res->error, sizeof(res->error), "writing the image failed: %s", strerror(-r));
+                goto out;
+        }
+
+        r = -pthread_create(&writer, NULL, writer_thread, e);
+        if (r < 0) {
+                writer = 0;
+                snprintf(res->error, sizeof(res->error), "cannot start the writer: %s", strerror(-r));
+                goto out;
+        }
+
+        supervise(e, sfd);
+
+        if (atomic_load(&e->error) < 0)
+                goto failed;
+
+        phase(&opts, LIVESNAP_PHASE_FINISHING);
+
+        /* Every page is saved. Stop the handler and close the uffd: the kernel drops every remaining
+         * write-protect bit and wakes any thread still waiting. Then drain the writer. */
+        engine_stop_threads(e, &handler, &copier, &writer);
+        e->uffd = safe_close(e->uffd);
+        if (atomic_load(&e->error) < 0)
+                goto failed;
+
+        {
+                ImageWriterStats ws;
+                json_object *meta;
+
+                res->pages_discarded = atomic_load(&e->pages_discarded);
+                res->pages_unsaved = atomic_load(&e->pages_unsaved);
+                res->pages_faulted = atomic_load(&e->pages_faulted);
+                res->faults = atomic_load(&e->faults);
+                res->peak_buffer_bytes = e->buf_peak;
+                res->throttle_us = atomic_load(&e->throttle_us);
+                image_writer_get_stats(e->writer, &ws);
+                res->pages_saved = ws.pages_stored;
+                res->pages_zero = ws.pages_zero + atomic_load(&e->pages_zero_at_t);
+                res->elapsed_ms = (now_usec() - t_start) / 1000;
+
+                r = image_writer_add_holes(e->writer, e->holes, e->n_holes);
+                if (r >= 0) {
+                        meta = build_meta(e, exe, argv, comm, &t_at, res);
+                        r = image_writer_add_json(e->writer, IMAGE_SECTION_META, meta);
+                        json_object_put(meta);
+                }
+                if (r >= 0)
+                        r = image_writer_finish(e->writer);
+                if (r < 0) {
+                        snprintf(res->error, sizeof(res->error), "writing the image failed: %s", strerror(-r));
+                        goto out;
+                }
+                image_writer_get_stats(e->writer, &ws);
+                res->image_bytes = ws.bytes_written;
+        }
+
+        if (opts.progress)
+                opts.progress(opts.userdata, atomic_load(&e->bytes_total), atomic_load(&e->bytes_total));
+        success = true;
+        r = 0;
+        goto out;
+
+failed:
+        r = atomic_load(&e->error);
+        pthread_mutex_lock(&e->err_lock);
+        snprintf(res->error, sizeof(res->error), "%s", e->errmsg);
+        pthread_mutex_unlock(&e->err_lock);
+
+out:
+        engine_stop_threads(e, &handler, &copier, &writer);
+        /* Un-protect (close the only uffd), then let the threads go. */
+        e->uffd = safe_close(e->uffd);
+        if (e->target) {
+                if (t_freeze0 && !t_freeze1)
+                        res->freeze_us = now_usec() - t_freeze0;
+                e->target = target_free(e->target);
+        }
+        if (!success) {
+                if (r >= 0)
+                        r = -EIO;
+                if (!res->error[0])
+                        snprintf(res->error, sizeof(res->error), "%s", strerror(-r));
+        }
+        res->elapsed_ms = (now_usec() - t_start) / 1000;
+
+        e->writer = image_writer_free(e->writer);
+        while (e->head) {
+                Chunk *c = e->head;
+                e->head = c->next;
+                free(c);
+        }
+        for (size_t i = 0; i < e->n_ranges; i++)
+                free(e->ranges[i].pages);
+        free(e->ranges);
+        free(e->holes);
+        safe_close(e->stop_fd);
+        safe_close(e->super_fd);
+        if (sfd >= 0) {
+                /* Drop SIGCHLDs our ptrace generated so the caller does not see them. */
+                struct signalfd_siginfo si;
+                while (read(sfd, &si, sizeof(si)) > 0)
+                        ;
+                safe_close(sfd);
+                pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+        }
+        pthread_mutex_destroy(&e->lock);
+        pthread_cond_destroy(&e->cond);
+        pthread_mutex_destroy(&e->buf_lock);
+        pthread_cond_destroy(&e->buf_cond);
+        pthread_mutex_destroy(&e->err_lock);
+        free(e);
+        free(vmas);
+        proc_maps_free(maps, n_maps);
+        free(exe);
+        strv_free(argv);
+        free(auxv);
+        return r;
+}
+
+_export_ const char *livesnap_phase_to_string(LivesnapPhase p)
+{
+        static const char *const table[_LIVESNAP_PHASE_MAX] = {
+                [LIVESNAP_PHASE_ATTACHING] = "attaching",
+                [LIVESNAP_PHASE_FROZEN] = "frozen",
+                [LIVESNAP_PHASE_COPYING] = "copying",
+                [LIVESNAP_PHASE_FINISHING] = "finishing",
+        };
+
+        if ((unsigned)p >= _LIVESNAP_PHASE_MAX)
+                return NULL;
+        return table[p];
+}

@@ -1,0 +1,363 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# shellcheck shell=bash
+# Shared helpers for tests/integration/*.sh. Source it after `set -euo pipefail`.
+#
+# Environment (set by tests/run.sh; defaults let a test be run by hand from the source tree):
+#   BUILD     build directory (default: build)
+#   LIVESNAP  the CLI (default: $BUILD/livesnap)
+#   VICTIMS   victim programs (default: $BUILD/tests/victims)
+#
+# Every test gets a private temporary directory $TEST_TMP. Processes started with victim_start or
+# bg_start, and any PID passed to cleanup_add, are SIGKILLed on exit, and $TEST_TMP is removed.
+# Exit status 77 means skipped; the last line printed says why.
+
+BUILD=${BUILD:-build}
+LIVESNAP=${LIVESNAP:-$BUILD/livesnap}
+VICTIMS=${VICTIMS:-$BUILD/tests/victims}
+TEST_NAME=$(basename "$0" .sh)
+
+CLEANUP_PIDS=()
+TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/livesnap-$TEST_NAME.XXXXXX")
+chmod 0755 "$TEST_TMP"
+
+log() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
+
+die() {
+        printf '%s: FAIL: %s\n' "$TEST_NAME" "$*" >&2
+        exit 1
+}
+
+skip() {
+        printf '%s: SKIP: %s\n' "$TEST_NAME" "$*" >&2
+        # The runner reads the reason from the last line of the output.
+        printf '%s\n' "$*"
+        exit 77
+}
+
+cleanup_add() { CLEANUP_PIDS+=("$@"); }
+
+_cleanup() {
+        local rc=$? pid
+        trap - EXIT
+        set +e
+        for pid in "${CLEANUP_PIDS[@]}"; do
+                kill -KILL "$pid" 2>/dev/null
+        done
+        for pid in "${CLEANUP_PIDS[@]}"; do
+                { wait "$pid"; } 2>/dev/null
+        done
+        if ((rc != 0)) && [[ -n ${KEEP_TMP:-} ]]; then
+                echo "$TEST_NAME: kept $TEST_TMP" >&2
+        else
+                rm -rf "$TEST_TMP"
+        fi
+        exit $rc
+}
+trap _cleanup EXIT
+# Turn termination (e.g. by the runner's timeout) into an exit, so the EXIT trap cleans up.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+
+# ---- prerequisites ----
+
+require_root() {
+        [[ $(id -u) -eq 0 ]] || skip "needs root (ptrace and userfaultfd of other processes)"
+}
+
+require_cmd() {
+        local c
+        for c in "$@"; do
+                command -v "$c" >/dev/null 2>&1 || skip "needs the '$c' command (not installed)"
+        done
+}
+
+require_build() {
+        [[ -x $LIVESNAP ]] || die "$LIVESNAP not built"
+        [[ -d $VICTIMS ]] || die "$VICTIMS not built"
+}
+
+# Checks that livesnap can dump at all here (root, a kernel with userfaultfd); skips otherwise.
+require_uffd_wp() {
+        require_root
+        [[ -e /proc/sys/vm/unprivileged_userfaultfd || -e /dev/userfaultfd ]] ||
+                skip "kernel without userfaultfd (no /proc/sys/vm/unprivileged_userfaultfd)"
+}
+
+# ---- waiting ----
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 20 ms.
+wait_until() {
+        local secs=$1 what=$2
+        shift 2
+        local end=$((SECONDS + secs + 1)) i=0
+        while ! "$@"; do
+                # SECONDS has 1 s resolution; count iterations as well.
+                i=$((i + 1))
+                if ((SECONDS >= end || i >= secs * 50)); then
+                        die "timed out after ${secs}s waiting for $what"
+                fi
+                sleep 0.02
+        done
+}
+
+# wait_for_file PATH [SECONDS] [PID]: waits for PATH to exist; fails early if PID died.
+wait_for_file() {
+        local path=$1 secs=${2:-30} pid=${3:-} i=0
+        while [[ ! -e $path ]]; do
+                if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+                        die "process $pid exited while waiting for $path"
+                fi
+                i=$((i + 1))
+                ((i <= secs * 50)) || die "timed out after ${secs}s waiting for $path"
+                sleep 0.02
+        done
+}
+
+# file_appears PATH SECONDS: returns 0 once PATH exists, 1 after SECONDS without it.
+file_appears() {
+        local path=$1 secs=$2 i=0
+        while [[ ! -e $path ]]; do
+                i=$((i + 1))
+                ((i <= secs * 50)) || return 1
+                sleep 0.02
+        done
+}
+
+# ---- processes ----
+
+# bg_start CMD...: starts CMD in the background, registered for cleanup; sets BG_PID.
+bg_start() {
+        "$@" &
+        BG_PID=$!
+        cleanup_add "$BG_PID"
+}
+
+# kill_wait PID: SIGKILL a process this shell started and reap it (quietly).
+kill_wait() {
+        kill -KILL "$1" 2>/dev/null || true
+        { wait "$1"; } 2>/dev/null || true
+}
+
+# victim_start NAME [ARGS...]: starts $VICTIMS/NAME with a fresh directory, waits for it to be ready.
+# Sets VICTIM_PID and VICTIM_DIR. With VICTIM_USER=name set, runs the victim as that user.
+victim_start() {
+        local name=$1
+        shift
+        VICTIM_DIR=$(mktemp -d "$TEST_TMP/$name.XXXXXX")
+        chmod 0777 "$VICTIM_DIR"
+        local -a cmd=("$VICTIMS/$name" "$VICTIM_DIR" "$@")
+        if [[ -n ${VICTIM_USER:-} ]]; then
+                local uid gid
+                uid=$(id -u "$VICTIM_USER")
+                gid=$(id -g "$VICTIM_USER")
+                cmd=(setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all "${cmd[@]}")
+        fi
+        "${cmd[@]}" >"$VICTIM_DIR/stdout" 2>"$VICTIM_DIR/stderr" &
+        VICTIM_PID=$!
+        cleanup_add "$VICTIM_PID"
+        local i=0
+        while [[ ! -e $VICTIM_DIR/ready ]]; do
+                if ! kill -0 "$VICTIM_PID" 2>/dev/null || [[ -e $VICTIM_DIR/error ]]; then
+                        cat "$VICTIM_DIR/stderr" >&2 || true
+                        die "victim $name exited before it was ready"
+                fi
+                i=$((i + 1))
+                ((i <= 30 * 50)) || die "victim $name not ready after 30 s"
+                sleep 0.02
+        done
+        log "started $name as PID $VICTIM_PID ($VICTIM_DIR)"
+}
+
+# layout_get DIR NAME FIELD: FIELD is addr or len (addr printed as 0x-hex, len as decimal).
+layout_get() {
+        local dir=$1 name=$2 field=$3 n a l
+        while read -r n a l; do
+                if [[ $n == "$name" ]]; then
+                        case $field in
+                        addr) echo "$a" ;;
+                        len) echo "$l" ;;
+                        esac
+                        return 0
+                fi
+        done <"$dir/layout"
+        die "no '$name' in $dir/layout"
+}
+
+# thread_states PID: one state letter per thread.
+thread_states() {
+        local pid=$1 f stat
+        for f in /proc/"$pid"/task/*/stat; do
+                stat=$(cat "$f" 2>/dev/null) || continue
+                stat=${stat##*) }
+                echo "${stat%% *}"
+        done
+}
+
+assert_alive() {
+        local pid=$1 what=${2:-process $1} st
+        kill -0 "$pid" 2>/dev/null || die "$what is gone"
+        st=$(cat /proc/"$pid"/stat 2>/dev/null) || die "$what is gone"
+        st=${st##*) }
+        st=${st%% *}
+        [[ $st != Z && $st != X ]] || die "$what is a zombie (state $st): it died"
+}
+
+# assert_not_stopped PID: no thread is in a stop (t: ptrace stop, T: job control stop).
+assert_not_stopped() {
+        local pid=$1 what=${2:-process $1} f stat st tid
+        for f in /proc/"$pid"/task/*/stat; do
+                stat=$(cat "$f" 2>/dev/null) || continue
+                tid=${stat%% *}
+                stat=${stat##*) }
+                st=${stat%% *}
+                [[ $st != t && $st != T ]] || die "$what: thread $tid is stopped (state $st)"
+        done
+}
+
+# assert_not_traced PID: TracerPid is 0 (livesnap detached).
+assert_not_traced() {
+        local pid=$1 what=${2:-process $1} tracer
+        tracer=$(awk '/^TracerPid:/ {print $2}' /proc/"$pid"/status)
+        [[ $tracer == 0 ]] || die "$what is still traced by PID $tracer"
+}
+
+# assert_no_uffd_wait PID: no thread blocked in a userfaultfd fault.
+assert_no_uffd_wait() {
+        local pid=$1 what=${2:-process $1} t w
+        for t in /proc/"$pid"/task/*; do
+                w=$(cat "$t/wchan" 2>/dev/null || true)
+                if [[ $w == *userfault* ]]; then
+                        die "$what: thread ${t##*/} is blocked in $w"
+                fi
+                if [[ -r $t/stack ]] && grep -q userfault "$t/stack" 2>/dev/null; then
+                        die "$what: thread ${t##*/} is blocked in userfaultfd: $(tr '\n' ' ' <"$t/stack")"
+                fi
+        done
+}
+
+# read_mem PID ADDR LEN: LEN bytes of PID's memory at ADDR on stdout (through /proc/PID/mem).
+read_mem() {
+        dd if=/proc/"$1"/mem bs="$3" count=1 iflag=skip_bytes skip=$(($2)) status=none
+}
+
+# read_counters PID DIR: the "progress" counters of a victim (see victim.h), one per line.
+read_counters() {
+        local pid=$1 dir=$2 addr len
+        addr=$(layout_get "$dir" progress addr)
+        len=$(layout_get "$dir" progress len)
+        read_mem "$pid" "$addr" "$len" | od -An -v -tu8 -w8 | tr -d ' '
+}
+
+# assert_progressing PID DIR [SECONDS]: every progress counter advances within SECONDS (0.5 s
+# default; up to 5 s of grace so a loaded machine does not fail the test).
+assert_progressing() {
+        local pid=$1 dir=$2 secs=${3:-0.5} what=${4:-victim $1}
+        local -a c0 c1
+        mapfile -t c0 < <(read_counters "$pid" "$dir")
+        ((${#c0[@]} > 0)) || die "$what: cannot read its progress counters"
+        sleep "$secs"
+        local tries=0 i stuck
+        while :; do
+                mapfile -t c1 < <(read_counters "$pid" "$dir")
+                stuck=()
+                for i in "${!c0[@]}"; do
+                        if [[ -z ${c1[i]:-} ]] || ((c1[i] <= c0[i])); then
+                                stuck+=("$i")
+                        fi
+                done
+                ((${#stuck[@]} == 0)) && return 0
+                tries=$((tries + 1))
+                if ((tries > 10)); then
+                        die "$what: progress counter(s) ${stuck[*]} stuck (before: ${c0[*]}; after: ${c1[*]}); thread states: $(thread_states "$pid" | tr '\n' ' ')"
+                fi
+                sleep 0.5
+        done
+}
+
+# assert_victim_ok PID DIR: alive, not stopped, not traced, not blocked on uffd, progressing, no
+# DIR/error.
+assert_victim_ok() {
+        local pid=$1 dir=$2 what=${3:-victim $1}
+        assert_alive "$pid" "$what"
+        [[ ! -e $dir/error ]] || die "$what reported an error: $(cat "$dir/error")"
+        assert_not_stopped "$pid" "$what"
+        assert_not_traced "$pid" "$what"
+        assert_progressing "$pid" "$dir" 0.5 "$what"
+        assert_no_uffd_wait "$pid" "$what"
+        [[ ! -e $dir/error ]] || die "$what reported an error: $(cat "$dir/error")"
+}
+
+# ---- livesnap ----
+
+# dump PID IMAGE [OPTIONS...]: runs livesnap dump --json, fails the test unless it succeeds.
+# The JSON result goes to IMAGE.json, stderr to IMAGE.err.
+dump() {
+        local pid=$1 image=$2 rc=0
+        shift 2
+        "$LIVESNAP" dump "$pid" -o "$image" --json "$@" >"$image.json" 2>"$image.err" || rc=$?
+        if ((rc != 0)); then
+                cat "$image.err" >&2
+                die "livesnap dump $pid $* exited $rc"
+        fi
+        [[ -s $image ]] || die "livesnap dump $pid exited 0 but $image is missing or empty"
+        jq -e . "$image.json" >/dev/null || die "livesnap dump --json printed invalid JSON: $(cat "$image.json")"
+        log "dump $pid $*: $(jq -c '{freeze_us, elapsed_ms, pages_saved, pages_zero, pages_discarded, pages_unsaved, pages_faulted, faults, threads, peak_buffer_bytes, throttle_us}' "$image.json")"
+}
+
+# json_field FILE.json KEY: a top-level number of the dump result.
+json_field() { jq -er ".$2" "$1"; }
+
+# jq definitions: `num` turns an address given as a number or a "0x..." string into a number.
+JQ_DEFS='def num: if type == "string" then (ascii_downcase | ltrimstr("0x") | explode |
+        map(if . >= 97 then . - 87 else . - 48 end) | reduce .[] as $d (0; . * 16 + $d)) else . end;'
+
+# jqf FILE FILTER [jq args...]: jq -e with JQ_DEFS, on FILE.
+jqf() {
+        local file=$1 filter=$2
+        shift 2
+        jq -e "$@" "$JQ_DEFS $filter" "$file"
+}
+
+# cat_layout IMAGE DIR [NAMES...]: for each layout entry (or each of NAMES), livesnap cat into
+# DIR/NAME.bin; fails the test if cat fails.
+cat_layout() {
+        local image=$1 dir=$2 n a l rc
+        shift 2
+        while read -r n a l; do
+                if (($# > 0)); then
+                        local want=0 x
+                        for x in "$@"; do [[ $x == "$n" ]] && want=1; done
+                        ((want)) || continue
+                fi
+                rc=0
+                "$LIVESNAP" cat "$image" "$a" "$l" >"$dir/$n.bin" 2>"$dir/$n.err" || rc=$?
+                ((rc == 0)) || die "livesnap cat $image $a $l ('$n') exited $rc: $(cat "$dir/$n.err")"
+        done <"$dir/layout"
+}
+
+# victim_check NAME DIR: runs the victim's check mode on DIR/*.bin.
+victim_check() {
+        local name=$1 dir=$2 rc=0
+        "$VICTIMS/$name" --check "$dir" >"$dir/check.out" 2>&1 || rc=$?
+        cat "$dir/check.out" >&2
+        ((rc == 0)) || die "$name --check found the image inconsistent (see above)"
+}
+
+# verify IMAGE: livesnap verify exits 0.
+verify_ok() {
+        local rc=0
+        "$LIVESNAP" verify "$1" >"$1.verify" 2>&1 || rc=$?
+        ((rc == 0)) || die "livesnap verify $1 exited $rc: $(cat "$1.verify")"
+}
+
+# expect_exit STATUS CMD...: runs CMD (stdout to $TEST_TMP/out, stderr to $TEST_TMP/err), fails the
+# test unless it exits with STATUS.
+expect_exit() {
+        local want=$1 rc=0
+        shift
+        "$@" >"$TEST_TMP/out" 2>"$TEST_TMP/err" || rc=$?
+        if ((rc != want)); then
+                die "'$*' exited $rc, expected $want; stderr: $(head -c 2000 "$TEST_TMP/err")"
+        fi
+}
