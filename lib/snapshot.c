@@ -1435,6 +1435,19 @@ static void supervise(Engine *e, int sfd)
 
 /* ---- the whole dump ---- */
 
+/* Debug output, only with LIVESNAP_DEBUG set: where the freeze spends its time. */
+static void debug_step(const char *what, uint64_t *last)
+{
+        static int enabled = -1;
+        uint64_t now = now_usec();
+
+        if (enabled < 0)
+                enabled = getenv("LIVESNAP_DEBUG") != NULL;
+        if (enabled)
+                fprintf(stderr, "livesnap-debug: %-28s %8.3f ms\n", what, (now - *last) / 1000.0);
+        *last = now;
+}
+
 static void phase(const LivesnapDumpOptions *o, LivesnapPhase p)
 {
         if (o->phase)
@@ -1602,9 +1615,11 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
 
         /* ---- the freeze ---- */
         t_freeze0 = now_usec();
+        uint64_t t_step = t_freeze0;
         r = target_stop_all(e->target, res->error, sizeof(res->error));
         if (r < 0)
                 goto out;
+        debug_step("stop all threads", &t_step);
         clock_gettime(CLOCK_REALTIME, &t_at);
 
         r = target_capture_threads(e->target);
@@ -1615,16 +1630,19 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         for (size_t i = 0; i < e->target->n_threads; i++)
                 if (e->target->threads[i].at_instant)
                         res->threads++;
+        debug_step("capture registers", &t_step);
 
         r = create_uffd(e, res->error, sizeof(res->error));
         if (r < 0)
                 goto out;
+        debug_step("create userfaultfd", &t_step);
 
         r = target_read_tid_addresses(e->target);
         if (r < 0) {
                 snprintf(res->error, sizeof(res->error), "reading thread tid addresses failed: %s", strerror(-r));
                 goto out;
         }
+        debug_step("tid addresses", &t_step);
 
         r = proc_maps_read(pid, &maps, &n_maps);
         if (r < 0) {
@@ -1647,9 +1665,11 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                         memcpy(comm, st.name, sizeof(comm) - 1);
         }
 
+        debug_step("maps, auxv, cmdline", &t_step);
         r = setup_memory(e, maps, n_maps, vmas, res->error, sizeof(res->error));
         if (r < 0)
                 goto out;
+        debug_step("register, scan, protect", &t_step);
 
         phase(&opts, LIVESNAP_PHASE_FROZEN);
 
@@ -1661,6 +1681,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         }
         r = target_resume_all(e->target);
         t_freeze1 = now_usec();
+        debug_step("resume", &t_step);
         res->freeze_us = t_freeze1 - t_freeze0;
         if (r < 0) {
                 snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));

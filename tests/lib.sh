@@ -27,6 +27,24 @@ die() {
         exit 1
 }
 
+# soft_fail MSG: records a failure and goes on, so that one run reports every problem it can see;
+# soft_failures_check (call it at the end) fails the test if any was recorded.
+SOFT_FAILURES=()
+soft_fail() {
+        printf '%s: FAIL: %s\n' "$TEST_NAME" "$*" >&2
+        SOFT_FAILURES+=("$*")
+}
+
+soft_failures_check() {
+        ((${#SOFT_FAILURES[@]} == 0)) && return 0
+        local f
+        printf '%s: %d failure(s):\n' "$TEST_NAME" "${#SOFT_FAILURES[@]}" >&2
+        for f in "${SOFT_FAILURES[@]}"; do
+                printf '  - %s\n' "$f" >&2
+        done
+        exit 1
+}
+
 skip() {
         printf '%s: SKIP: %s\n' "$TEST_NAME" "$*" >&2
         # The runner reads the reason from the last line of the output.
@@ -308,9 +326,12 @@ dump() {
 # json_field FILE.json KEY: a top-level number of the dump result.
 json_field() { jq -er ".$2" "$1"; }
 
-# jq definitions: `num` turns an address given as a number or a "0x..." string into a number.
+# jq definitions: `num` turns an address given as a number or a "0x..." string into a number;
+# `hex` formats a number as 0x-hex.
 JQ_DEFS='def num: if type == "string" then (ascii_downcase | ltrimstr("0x") | explode |
-        map(if . >= 97 then . - 87 else . - 48 end) | reduce .[] as $d (0; . * 16 + $d)) else . end;'
+        map(if . >= 97 then . - 87 else . - 48 end) | reduce .[] as $d (0; . * 16 + $d)) else . end;
+def hex: "0x" + ([recurse(if . >= 16 then (. / 16 | floor) else empty end) | . % 16] | reverse |
+        map("0123456789abcdef"[.:. + 1]) | join(""));'
 
 # jqf FILE FILTER [jq args...]: jq -e with JQ_DEFS, on FILE.
 jqf() {

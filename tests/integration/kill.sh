@@ -84,17 +84,18 @@ test_stop_at() {
 test_kill_after() {
         local delay=$1 outdir=$TEST_TMP/out-delay-$1 dpid rc=0
         log "--- SIGKILL ${delay}s into a rate-limited dump"
-        victim_start victim-sweep
+        # The sweepers' pages are saved at once by their faults; the ballast makes the dump last:
+        # ~100 MiB at 32 MiB/s, about 3 s.
+        victim_start victim-sweep --ballast 96
         mkdir "$outdir"
         DUMP_LOG=$TEST_TMP/dump-delay-$delay.log
-        # ~60 MiB at 16 MiB/s: the dump would take ~4 s.
-        "$LIVESNAP" dump "$VICTIM_PID" -o "$outdir/image" --rate 16M >"$DUMP_LOG" 2>&1 &
+        "$LIVESNAP" dump "$VICTIM_PID" -o "$outdir/image" --rate 32M >"$DUMP_LOG" 2>&1 &
         dpid=$!
         cleanup_add "$dpid"
         sleep "$delay"
         kill -KILL "$dpid"
         { wait "$dpid"; } 2>/dev/null || rc=$?
-        ((rc == 137)) || die "livesnap exited $rc before it was killed ${delay}s in (expected 137): $(cat "$DUMP_LOG")"
+        ((rc == 137)) || die "livesnap exited $rc before it was killed ${delay}s in (expected 137; a ~3 s dump): $(cat "$DUMP_LOG")"
         after_kill "kill after ${delay}s" "$VICTIM_PID" "$VICTIM_DIR" "$outdir"
         kill_wait "$VICTIM_PID"
 }

@@ -293,11 +293,16 @@ static int check(const char *extra) {
                                 zero_pages += zero;
                                 bad_pages += bad;
                         }
+                        /* Iteration k unmaps pool[k % NPOOL] and maps id NPOOL + 1 + k in its place;
+                         * the first NPOOL regions have ids 1..NPOOL: region id N goes at iteration
+                         * N - 1. */
                         check_fail("pool-%zu (id %" PRIu64 ", 0x%" PRIx64 "+%" PRIu64 ", history: %s): word %zu is 0x%" PRIx64
-                                   ", expected 0x%" PRIx64 "; %zu of %zu pages wrong, %zu all zero%s",
+                                   ", expected 0x%" PRIx64 "; %zu of %zu pages wrong, %zu of them all zero%s; the region "
+                                   "was unmapped at iteration %" PRIu64 " (the instant: iteration %" PRIu64 ")",
                                    i, e->id, e->addr, e->len, history_str(e->history), j, w[j],
                                    region_word(e->id, j), bad_pages, (size_t) (e->len / VICTIM_PAGE_SIZE), zero_pages,
-                                   zero_pages ? " (data passed off as zeros?)" : "");
+                                   zero_pages ? " (data passed off as zeros: neither saved nor marked discarded)" : "",
+                                   e->id - 1, c->iterations);
                 }
                 free(w);
                 checked++;

@@ -23,6 +23,10 @@
  * thread arena), "bss" (static zero-initialised array), "data" (static array with a non-zero
  * initialiser: a private file mapping), and "brk" (malloc'd by the main thread from the brk heap,
  * swept by the main thread itself).
+ *
+ * With --ballast MIB after DIR, it also holds MIB MiB of a known pattern that nobody writes ("ballast"),
+ * so that a rate-limited dump takes a predictable while (the sweepers' own pages are saved at once by
+ * their write faults, whatever the rate).
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -147,7 +151,7 @@ static void setup_regions(void) {
                 ctl->region_size[r] = r == R_DATA ? DATA_SIZE : REGION_SIZE;
 }
 
-static _Noreturn void run(void) {
+static _Noreturn void run(size_t ballast_mib) {
         pthread_t t;
 
         victim_init_run();
@@ -181,6 +185,11 @@ static _Noreturn void run(void) {
         layout_add("progress", ctl->sweeps, sizeof(ctl->sweeps));
         for (int r = 0; r < N_REGIONS; r++)
                 layout_add(region_names[r], (const void *) regions[r], ctl->region_size[r]);
+        if (ballast_mib > 0) {
+                void *b = map_anon(ballast_mib * MIB, PROT_READ | PROT_WRITE, 0);
+                fill_pattern(b, ballast_mib * MIB);
+                layout_add("ballast", b, ballast_mib * MIB);
+        }
         victim_ready();
 
         for (;;)
@@ -260,14 +269,32 @@ static int check(void) {
         }
         for (int r = 0; r < N_REGIONS; r++)
                 check_region(r, c, counter);
+        if (layout_find("ballast")) {
+                void *b = bin_load("ballast", &e, true);
+                if (b) {
+                        ssize_t bad = pattern_mismatch(b, e->addr, e->len);
+                        if (bad >= 0)
+                                check_fail("ballast: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64,
+                                           e->addr + 8 * (uint64_t) bad, ((uint64_t *) b)[bad],
+                                           pattern_word(e->addr + 8 * (uint64_t) bad));
+                        printf("ballast ok\n");
+                        free(b);
+                }
+        }
         printf("all %d regions consistent at counter %" PRIu64 "\n", N_REGIONS, counter);
         free(c);
         return 0;
 }
 
 int main(int argc, char *argv[]) {
-        victim_parse_args(argc, argv);
+        int i = victim_parse_args(argc, argv);
+        size_t ballast_mib = 0;
+
         if (victim_check_mode)
                 return check();
-        run();
+        if (i + 1 < argc && strcmp(argv[i], "--ballast") == 0)
+                ballast_mib = strtoul(argv[i + 1], NULL, 10);
+        else if (i < argc)
+                usage_exit();
+        run(ballast_mib);
 }

@@ -1,0 +1,407 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Unit tests for the image format: round trips, truncation and corruption. */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include "image.h"
+#include "util.h"
+
+static char dir[] = "/tmp/test-image.XXXXXX";
+
+static char *path_in_dir(const char *name)
+{
+        char *p = NULL;
+        assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
+        return p;
+}
+
+static size_t count_dir_entries(void)
+{
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        size_t n = 0;
+
+        assert_non_null(d);
+        while ((de = readdir(d)))
+                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static void fill_page(uint8_t *p, uint64_t seed)
+{
+        for (size_t i = 0; i < IMAGE_PAGE_SIZE / 8; i++)
+                ((uint64_t *)p)[i] = seed * 1000003ULL + i + 1;
+}
+
+/* A small image: two mappings (one anonymous, one file-backed), 3 page chunks with a zero page in the
+ * middle of one, a discarded hole, two threads, auxv and meta. */
+static void write_sample(const char *path, int compress)
+{
+        ImageWriterOptions o = { .compress_level = compress, .no_sync = true };
+        ImageWriter *w = NULL;
+        uint8_t *pages = calloc(8, IMAGE_PAGE_SIZE);
+        ImageVma vmas[2] = {
+                { .start = 0x10000, .end = 0x20000, .prot = PROT_READ | PROT_WRITE, .flags = IMAGE_VMA_ANON,
+                  .content = IMAGE_VMA_CONTENT_FULL, .name = NULL },
+                { .start = 0x400000, .end = 0x402000, .pgoff = 0x3000, .prot = PROT_READ | PROT_WRITE,
+                  .content = IMAGE_VMA_CONTENT_FILE, .inode = 42, .dev_major = 8, .dev_minor = 1,
+                  .name = (char *)"/usr/lib/x.so" },
+        };
+        ImageHole hole = { .start = 0x18000, .end = 0x1a000, .reason = IMAGE_HOLE_DISCARDED };
+        uint64_t regs[27] = { 1, 2, 3 };
+        uint8_t xstate[832] = { 7 };
+        ImageRegset rs_main[2] = { { IMAGE_REGSET_PRSTATUS, sizeof(regs), regs },
+                                   { IMAGE_REGSET_XSTATE, sizeof(xstate), xstate } };
+        ImageRegset rs_other[1] = { { IMAGE_REGSET_PRSTATUS, sizeof(regs), regs } };
+        ImageThread t_other = { .tid = 1001, .comm = "worker", .n_regsets = 1, .regsets = rs_other };
+        ImageThread t_main = { .tid = 1000, .flags = IMAGE_THREAD_MAIN, .comm = "main", .n_regsets = 2,
+                               .regsets = rs_main };
+        uint64_t auxv[4] = { 6, 4096, 0, 0 };
+        json_object *meta = json_object_new_object();
+        ImageWriterStats st;
+
+        bool existed = access(path, F_OK) == 0;
+
+        assert_non_null(pages);
+        for (int i = 0; i < 4; i++)
+                if (i != 2)
+                        fill_page(pages + i * IMAGE_PAGE_SIZE, (uint64_t)i);
+        json_object_object_add(meta, "freeze_us", json_object_new_int(1234));
+
+        assert_int_equal(image_writer_new(path, &o, &w), 0);
+        /* page chunks arrive out of address order, as faults make them */
+        assert_int_equal(image_writer_add_pages(w, 0x14000, pages, 4), 0); /* page 2 is zero */
+        fill_page(pages + 4 * IMAGE_PAGE_SIZE, 99);
+        assert_int_equal(image_writer_add_pages(w, 0x10000, pages + 4 * IMAGE_PAGE_SIZE, 1), 0);
+        fill_page(pages + 5 * IMAGE_PAGE_SIZE, 77);
+        assert_int_equal(image_writer_add_pages(w, 0x400000, pages + 5 * IMAGE_PAGE_SIZE, 1), 0);
+        assert_int_equal(image_writer_add_maps(w, vmas, 2), 0);
+        assert_int_equal(image_writer_add_thread(w, &t_other), 0);
+        assert_int_equal(image_writer_add_thread(w, &t_main), 0);
+        assert_int_equal(image_writer_add_auxv(w, auxv, sizeof(auxv)), 0);
+        assert_int_equal(image_writer_add_holes(w, &hole, 1), 0);
+        assert_int_equal(image_writer_add_json(w, IMAGE_SECTION_META, meta), 0);
+        image_writer_get_stats(w, &st);
+        assert_int_equal(st.pages_stored, 5);
+        assert_int_equal(st.pages_zero, 1);
+        /* nothing visible before finish */
+        if (!existed)
+                assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(image_writer_finish(w), 0);
+        image_writer_free(w);
+        json_object_put(meta);
+        free(pages);
+}
+
+static void check_sample(const char *path)
+{
+        char err[256] = "";
+        ImageReader *r = NULL;
+        uint8_t buf[3 * IMAGE_PAGE_SIZE], expect[IMAGE_PAGE_SIZE];
+        ImageMemError me;
+        uint64_t bad;
+        ImageThread t;
+        void *auxv;
+        size_t auxv_len;
+        json_object *v;
+
+        assert_int_equal(image_open(path, &r, err, sizeof(err)), 0);
+        assert_int_equal(image_verify(r, NULL, NULL, err, sizeof(err)), 0);
+        assert_int_equal(image_version(r), 1);
+        assert_int_equal(image_pages_stored(r), 5);
+        assert_true(json_object_object_get_ex(image_meta(r), "freeze_us", &v));
+        assert_int_equal(json_object_get_int(v), 1234);
+
+        assert_int_equal(image_n_vmas(r), 2);
+        assert_int_equal(image_vma(r, 0)->start, 0x10000);
+        assert_int_equal(image_vma(r, 0)->content, IMAGE_VMA_CONTENT_FULL);
+        assert_true(image_vma(r, 0)->flags & IMAGE_VMA_ANON);
+        assert_null(image_vma(r, 0)->name);
+        assert_string_equal(image_vma(r, 1)->name, "/usr/lib/x.so");
+        assert_int_equal(image_vma(r, 1)->pgoff, 0x3000);
+        assert_int_equal(image_vma(r, 1)->inode, 42);
+        assert_int_equal(image_vma(r, 1)->dev_major, 8);
+        assert_int_equal(image_vma(r, 1)->prot, PROT_READ | PROT_WRITE);
+
+        assert_int_equal(image_n_threads(r), 2);
+        assert_int_equal(image_read_thread(r, 0, &t), 0);
+        assert_int_equal(t.tid, 1000); /* main first */
+        assert_true(t.flags & IMAGE_THREAD_MAIN);
+        assert_string_equal(t.comm, "main");
+        assert_int_equal(t.n_regsets, 2);
+        assert_int_equal(t.regsets[1].type, IMAGE_REGSET_XSTATE);
+        assert_int_equal(t.regsets[1].size, 832);
+        assert_int_equal(((uint8_t *)t.regsets[1].data)[0], 7);
+        image_thread_done(&t);
+        assert_int_equal(image_read_thread(r, 1, &t), 0);
+        assert_int_equal(t.tid, 1001);
+        image_thread_done(&t);
+
+        assert_int_equal(image_read_auxv(r, &auxv, &auxv_len), 0);
+        assert_int_equal(auxv_len, 32);
+        assert_int_equal(((uint64_t *)auxv)[1], 4096);
+        free(auxv);
+
+        /* data, a zero page, and a stored page again, across chunk boundaries */
+        assert_int_equal(image_read_memory(r, 0x15000, sizeof(buf), buf, &me, &bad), 0);
+        fill_page(expect, 1);
+        assert_memory_equal(buf, expect, IMAGE_PAGE_SIZE);
+        memset(expect, 0, sizeof(expect));
+        assert_memory_equal(buf + IMAGE_PAGE_SIZE, expect, IMAGE_PAGE_SIZE);
+        fill_page(expect, 3);
+        assert_memory_equal(buf + 2 * IMAGE_PAGE_SIZE, expect, IMAGE_PAGE_SIZE);
+        /* unaligned read */
+        assert_int_equal(image_read_memory(r, 0x10008, 8, buf, &me, &bad), 0);
+        fill_page(expect, 99);
+        assert_memory_equal(buf, expect + 8, 8);
+        /* never stored in an anonymous mapping: zero */
+        assert_int_equal(image_read_memory(r, 0x1c000, 16, buf, &me, &bad), 0);
+        assert_int_equal(buf[0] | buf[15], 0);
+        /* discarded */
+        assert_int_equal(image_read_memory(r, 0x17ff0, 32, buf, &me, &bad), -ENOENT);
+        assert_int_equal(me, IMAGE_MEM_DISCARDED);
+        assert_int_equal(bad, 0x18000);
+        /* not mapped */
+        assert_int_equal(image_read_memory(r, 0x30000, 1, buf, &me, &bad), -ENOENT);
+        assert_int_equal(me, IMAGE_MEM_NOT_MAPPED);
+        /* file-backed: stored page readable, the rest not saved */
+        assert_int_equal(image_read_memory(r, 0x400000, 8, buf, &me, &bad), 0);
+        assert_int_equal(image_read_memory(r, 0x401000, 8, buf, &me, &bad), -ENOENT);
+        assert_int_equal(me, IMAGE_MEM_UNSAVED);
+
+        image_close(r);
+}
+
+static void test_round_trip(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("plain.lsnap");
+
+        write_sample(p, 0);
+        check_sample(p);
+        unlink(p);
+}
+
+static void test_round_trip_compressed(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("zstd.lsnap"), *q = path_in_dir("plain2.lsnap");
+        struct stat a, b;
+
+        write_sample(p, 3);
+        write_sample(q, 0);
+        check_sample(p);
+        assert_int_equal(stat(p, &a), 0);
+        assert_int_equal(stat(q, &b), 0);
+        assert_true(a.st_size < b.st_size);
+        unlink(p);
+        unlink(q);
+}
+
+static int read_file(const char *path, uint8_t **ret, size_t *ret_len)
+{
+        return read_full_file(path, (char **)ret, ret_len);
+}
+
+static void write_file(const char *path, const uint8_t *data, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, data, len), (ssize_t)len);
+        close(fd);
+}
+
+/* Open and, if that works, verify; returns the first error. */
+static int open_and_verify(const char *path, char *err, size_t errlen)
+{
+        ImageReader *r = NULL;
+        int k = image_open(path, &r, err, errlen);
+
+        if (k < 0)
+                return k;
+        k = image_verify(r, NULL, NULL, err, errlen);
+        image_close(r);
+        return k;
+}
+
+static void test_truncated(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("t.lsnap"), *q = path_in_dir("t-cut.lsnap");
+        _cleanup_free_ uint8_t *data = NULL;
+        size_t len;
+        char err[256];
+
+        write_sample(p, 0);
+        assert_int_equal(read_file(p, &data, &len), 0);
+
+        for (size_t cut = 0; cut < len; cut += (cut < 200 || len - cut < 200) ? 1 : 61) {
+                err[0] = 0;
+                write_file(q, data, cut);
+                assert_int_equal(open_and_verify(q, err, sizeof(err)), -EBADMSG);
+                assert_true(strlen(err) > 0);
+        }
+        /* the message names the problem */
+        write_file(q, data, len - 1);
+        assert_int_equal(open_and_verify(q, err, sizeof(err)), -EBADMSG);
+        assert_non_null(strstr(err, "truncated"));
+        unlink(p);
+        unlink(q);
+}
+
+static void test_corrupted(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("c.lsnap"), *q = path_in_dir("c-bad.lsnap");
+        _cleanup_free_ uint8_t *data = NULL;
+        size_t len;
+        char err[256];
+
+        write_sample(p, 0);
+        assert_int_equal(read_file(p, &data, &len), 0);
+
+        for (size_t off = 0; off < len; off += 97)
+                for (int bit = 0; bit < 8; bit += 3) {
+                        data[off] ^= (uint8_t)(1 << bit);
+                        write_file(q, data, len);
+                        err[0] = 0;
+                        assert_int_equal(open_and_verify(q, err, sizeof(err)), -EBADMSG);
+                        assert_true(strlen(err) > 0);
+                        data[off] ^= (uint8_t)(1 << bit);
+                }
+
+        /* bad magic */
+        memcpy(data, "NOTANIMG", 8);
+        write_file(q, data, len);
+        assert_int_equal(open_and_verify(q, err, sizeof(err)), -EBADMSG);
+        assert_non_null(strstr(err, "not a livesnap image"));
+        unlink(p);
+        unlink(q);
+}
+
+static void test_garbage_and_empty(void **state)
+{
+        _cleanup_free_ char *q = path_in_dir("g.lsnap");
+        uint8_t junk[4096];
+        char err[256];
+
+        for (size_t i = 0; i < sizeof(junk); i++)
+                junk[i] = (uint8_t)(i * 31 + 7);
+        write_file(q, junk, sizeof(junk));
+        assert_int_equal(open_and_verify(q, err, sizeof(err)), -EBADMSG);
+        write_file(q, junk, 0);
+        assert_int_equal(open_and_verify(q, err, sizeof(err)), -EBADMSG);
+        unlink(q);
+        assert_int_equal(open_and_verify(q, err, sizeof(err)), -ENOENT);
+}
+
+static void test_unfinished_leaves_nothing(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("u.lsnap");
+        ImageWriter *w = NULL;
+        uint8_t page[IMAGE_PAGE_SIZE];
+        size_t before = count_dir_entries();
+
+        fill_page(page, 5);
+        assert_int_equal(image_writer_new(p, NULL, &w), 0);
+        assert_int_equal(image_writer_add_pages(w, 0x1000, page, 1), 0);
+        image_writer_free(w);
+        assert_int_equal(count_dir_entries(), before);
+        assert_int_equal(access(p, F_OK), -1);
+}
+
+static void test_replace_atomically(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("r.lsnap");
+        ImageWriter *w = NULL;
+        _cleanup_free_ uint8_t *data = NULL;
+        size_t len;
+
+        write_file(p, (const uint8_t *)"old", 3);
+        assert_int_equal(image_writer_new(p, NULL, &w), 0);
+        /* the old file is untouched until finish */
+        assert_int_equal(read_file(p, &data, &len), 0);
+        assert_int_equal(len, 3);
+        image_writer_free(w);
+        free(TAKE_PTR(data));
+        assert_int_equal(read_file(p, &data, &len), 0);
+        assert_int_equal(len, 3);
+        free(TAKE_PTR(data));
+
+        write_sample(p, 0);
+        check_sample(p);
+        unlink(p);
+}
+
+static void test_bad_arguments(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("a.lsnap");
+        ImageWriter *w = NULL;
+        uint8_t page[IMAGE_PAGE_SIZE] = { 1 };
+
+        assert_int_equal(image_writer_new(p, NULL, &w), 0);
+        assert_int_equal(image_writer_add_pages(w, 0x1001, page, 1), -EINVAL);
+        assert_int_equal(image_writer_add_pages(w, 0x1000, page, 0), -EINVAL);
+        assert_int_equal(image_writer_add_pages(w, 0x1000, page, IMAGE_CHUNK_MAX_PAGES + 1), -EINVAL);
+        image_writer_free(w);
+        assert_int_equal(image_writer_new("/nonexistent-dir/x.lsnap", NULL, &w), -ENOENT);
+}
+
+static void test_full_disk(void **state)
+{
+        char mnt[] = "/tmp/test-image-full.XXXXXX";
+        _cleanup_free_ char *p = NULL;
+        ImageWriter *w = NULL;
+        uint8_t *pages;
+        int r = 0;
+
+        assert_non_null(mkdtemp(mnt));
+        if (mount("none", mnt, "tmpfs", 0, "size=256k") < 0) {
+                rmdir(mnt);
+                skip(); /* needs root: say so in the output */
+        }
+        assert_true(asprintf(&p, "%s/full.lsnap", mnt) > 0);
+        pages = malloc(IMAGE_CHUNK_MAX_PAGES * IMAGE_PAGE_SIZE);
+        assert_non_null(pages);
+        for (size_t i = 0; i < IMAGE_CHUNK_MAX_PAGES; i++)
+                fill_page(pages + i * IMAGE_PAGE_SIZE, i);
+
+        assert_int_equal(image_writer_new(p, NULL, &w), 0);
+        for (int i = 0; i < 4 && r >= 0; i++)
+                r = image_writer_add_pages(w, 0x100000 + (uint64_t)i * (2 << 20), pages, IMAGE_CHUNK_MAX_PAGES);
+        assert_int_equal(r, -ENOSPC);
+        image_writer_free(w);
+        assert_int_equal(access(p, F_OK), -1);
+        free(pages);
+        assert_int_equal(umount(mnt), 0);
+        rmdir(mnt);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_round_trip_compressed),
+                cmocka_unit_test(test_truncated),
+                cmocka_unit_test(test_corrupted),
+                cmocka_unit_test(test_garbage_and_empty),
+                cmocka_unit_test(test_unfinished_leaves_nothing),
+                cmocka_unit_test(test_replace_atomically),
+                cmocka_unit_test(test_bad_arguments),
+                cmocka_unit_test(test_full_disk),
+        };
+        int r;
+
+        assert_non_null(mkdtemp(dir));
+        r = cmocka_run_group_tests(tests, NULL, NULL);
+        rmdir(dir);
+        return r;
+}
