@@ -144,6 +144,18 @@ int target_read_memory(Target *t, uint64_t addr, void *buf, size_t len)
         return 0;
 }
 
+int target_write_memory(Target *t, uint64_t addr, const void *buf, size_t len)
+{
+        struct iovec local = { .iov_base = (void *)buf, .iov_len = len };
+        struct iovec remote = { .iov_base = (void *)(uintptr_t)addr, .iov_len = len };
+        ssize_t n;
+
+        n = process_vm_writev(t->pid, &local, 1, &remote, 1, 0);
+        if (n < 0)
+                return -errno;
+        return (size_t)n == len ? 0 : -EIO;
+}
+
 static int check_target(pid_t pid, ProcStatus *st, char *err, size_t errlen)
 {
         int r;

@@ -71,5 +71,8 @@ int tracee_resume(Target *t, Tracee *tr);
 /* Detaches every thread (they keep running), closes fds, frees. Safe on half-built targets. */
 Target *target_free(Target *t);
 
+/* Writes target memory (process_vm_writev); used only before protection, for injection scratch. */
+int target_write_memory(Target *t, uint64_t addr, const void *buf, size_t len);
+
 /* Reads target memory at the snapshot's mm: process_vm_readv, falling back to /proc/PID/mem. */
 int target_read_memory(Target *t, uint64_t addr, void *buf, size_t len);

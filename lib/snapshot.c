@@ -50,6 +50,7 @@
 #include <sys/ptrace.h>
 #include <sched.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,7 +64,7 @@
 
 #define FAULT_WINDOW (64UL << 10)
 #define COPY_WINDOW HPAGE_SIZE_2M
-#define MSG_BATCH 64
+#define UFFD_MSG_BATCH 64
 #define ROBUST_LIST_LIMIT 2048
 
 enum {
@@ -781,7 +782,7 @@ static void *handler_thread(void *userdata)
 {
         Engine *e = userdata;
         Deferred pending = {}, retry = {};
-        struct uffd_msg msgs[MSG_BATCH];
+        struct uffd_msg msgs[UFFD_MSG_BATCH];
 
         pthread_setname_np(pthread_self(), "livesnap-fault");
 
@@ -1187,6 +1188,135 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
         return 0;
 }
 
+/*
+ * A target without CAP_SYS_PTRACE may not call userfaultfd() (vm.unprivileged_userfaultfd=0), but
+ * anyone holding an open /dev/userfaultfd may create one with USERFAULTFD_IOC_NEW, bound to the caller's
+ * mm. So: open the device here, hand the fd to the target over a socketpair created inside it (one end
+ * pulled out with pidfd_getfd), and have the target run the ioctl. Every fd it got is closed again.
+ * Scratch memory for the syscalls' arguments is below the thread's stack red zone.
+ */
+static int uffd_via_device(Engine *e, Tracee *tr, int64_t *ret_fd_in_target, char *err, size_t errlen)
+{
+        Target *t = e->target;
+        _cleanup_close_ int dev = -EBADF, ours = -EBADF;
+        struct user_regs_struct regs;
+        int32_t sv[2] = { -1, -1 };
+        int64_t res, dev_in_target = -1;
+        uint64_t scratch, args[6] = {};
+        int r;
+
+        dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (dev < 0) {
+                r = -errno;
+                snprintf(err, errlen,
+                         "userfaultfd() inside PID %d was refused (the target lacks CAP_SYS_PTRACE and "
+                         "vm.unprivileged_userfaultfd is 0), and /dev/userfaultfd cannot be opened: %s",
+                         (int)t->pid, strerror(-r));
+                return r;
+        }
+        if (ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) < 0)
+                return -errno;
+        scratch = ALIGN_DOWN((uint64_t)regs.rsp - 1024, 64);
+
+        /* socketpair(AF_UNIX, SOCK_DGRAM|SOCK_CLOEXEC, 0, scratch) */
+        args[0] = AF_UNIX;
+        args[1] = SOCK_DGRAM | SOCK_CLOEXEC;
+        args[3] = scratch;
+        r = target_inject_syscall(t, tr->tid, SYS_socketpair, args, &res);
+        if (r >= 0 && res < 0)
+                r = (int)res;
+        if (r >= 0)
+                r = target_read_memory(t, scratch, sv, sizeof(sv));
+        if (r < 0)
+                goto finish;
+
+        ours = (int)syscall(__NR_pidfd_getfd, t->pidfd, sv[1], 0);
+        if (ours < 0) {
+                r = -errno;
+                goto finish;
+        }
+
+        {
+                char byte = 0, cbuf[CMSG_SPACE(sizeof(int))] = {};
+                struct iovec iov = { &byte, 1 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                                     .msg_controllen = sizeof(cbuf) };
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &dev, sizeof(int));
+                if (sendmsg(ours, &mh, MSG_NOSIGNAL) < 0) {
+                        r = -errno;
+                        goto finish;
+                }
+        }
+
+        {
+                /* The target's recvmsg() arguments, laid out in its scratch memory. */
+                struct {
+                        struct msghdr mh;
+                        struct iovec iov;
+                        uint64_t data;
+                        char cbuf[CMSG_SPACE(sizeof(int))];
+                } remote = {};
+                uint64_t base = scratch - 256;
+
+                remote.iov.iov_base = (void *)(uintptr_t)(base + offsetof(__typeof__(remote), data));
+                remote.iov.iov_len = 1;
+                remote.mh.msg_iov = (void *)(uintptr_t)(base + offsetof(__typeof__(remote), iov));
+                remote.mh.msg_iovlen = 1;
+                remote.mh.msg_control = (void *)(uintptr_t)(base + offsetof(__typeof__(remote), cbuf));
+                remote.mh.msg_controllen = sizeof(remote.cbuf);
+                r = target_write_memory(t, base, &remote, sizeof(remote));
+                if (r < 0)
+                        goto finish;
+
+                args[0] = (uint64_t)sv[0];
+                args[1] = base;
+                args[2] = MSG_CMSG_CLOEXEC;
+                args[3] = 0;
+                r = target_inject_syscall(t, tr->tid, SYS_recvmsg, args, &res);
+                if (r >= 0 && res < 0)
+                        r = (int)res;
+                if (r >= 0)
+                        r = target_read_memory(t, base, &remote, sizeof(remote));
+                if (r < 0)
+                        goto finish;
+
+                struct cmsghdr *c = (struct cmsghdr *)remote.cbuf;
+                int fd;
+                if (remote.mh.msg_controllen < CMSG_LEN(sizeof(int)) || c->cmsg_type != SCM_RIGHTS) {
+                        r = -EPROTO;
+                        goto finish;
+                }
+                memcpy(&fd, CMSG_DATA(c), sizeof(int));
+                dev_in_target = fd;
+        }
+
+        args[0] = (uint64_t)dev_in_target;
+        args[1] = USERFAULTFD_IOC_NEW;
+        args[2] = O_CLOEXEC | O_NONBLOCK;
+        r = target_inject_syscall(t, tr->tid, SYS_ioctl, args, &res);
+        if (r >= 0 && res < 0)
+                r = (int)res;
+        if (r >= 0)
+                *ret_fd_in_target = res;
+
+finish:
+        for (int i = 0; i < 3; i++) {
+                int64_t fd = i < 2 ? sv[i] : dev_in_target;
+                uint64_t a[6] = { (uint64_t)fd };
+                if (fd >= 0)
+                        (void)target_inject_syscall(t, tr->tid, SYS_close, a, &res);
+        }
+        if (r < 0 && err[0] == 0)
+                snprintf(err, errlen, "creating a userfaultfd inside PID %d through /dev/userfaultfd failed: %s",
+                         (int)t->pid, strerror(-r));
+        return r;
+}
+
 static int create_uffd(Engine *e, char *err, size_t errlen)
 {
         Target *t = e->target;
@@ -1216,15 +1346,14 @@ static int create_uffd(Engine *e, char *err, size_t errlen)
                 snprintf(err, errlen, "running userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
                 return r;
         }
-        if (fd_in_target < 0) {
+        if (fd_in_target == -EPERM) {
+                err[0] = 0;
+                r = uffd_via_device(e, tr, &fd_in_target, err, errlen);
+                if (r < 0)
+                        return r;
+        } else if (fd_in_target < 0) {
                 r = (int)fd_in_target;
-                if (r == -EPERM)
-                        snprintf(err, errlen,
-                                 "userfaultfd() inside PID %d was refused (the target lacks CAP_SYS_PTRACE and "
-                                 "vm.unprivileged_userfaultfd is 0)",
-                                 (int)t->pid);
-                else
-                        snprintf(err, errlen, "userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
+                snprintf(err, errlen, "userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
                 return r;
         }
 

@@ -20,7 +20,8 @@ CLEANUP_PIDS=()
 TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/livesnap-$TEST_NAME.XXXXXX")
 chmod 0755 "$TEST_TMP"
 
-log() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
+TEST_START_NS=$(date +%s%N)
+log() { printf '%s [%5.1fs]: %s\n' "$TEST_NAME" "$((($(date +%s%N) - TEST_START_NS) / 1000000))e-3" "$*" >&2; }
 
 die() {
         printf '%s: FAIL: %s\n' "$TEST_NAME" "$*" >&2

@@ -24,9 +24,11 @@
  * initialiser: a private file mapping), and "brk" (malloc'd by the main thread from the brk heap,
  * swept by the main thread itself).
  *
- * With --ballast MIB after DIR, it also holds MIB MiB of a known pattern that nobody writes ("ballast"),
- * so that a rate-limited dump takes a predictable while (the sweepers' own pages are saved at once by
- * their write faults, whatever the rate).
+ * Options after DIR:
+ *   --ballast MIB   also hold MIB MiB of a known pattern that nobody writes ("ballast"), so that a
+ *                   rate-limited dump takes a predictable while (the sweepers' own pages are saved at
+ *                   once by their write faults, whatever the rate);
+ *   --pause-us N    sleep N microseconds between sweeps, to leave the CPUs some room.
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -67,6 +69,7 @@ static uint64_t bss_region[REGION_SIZE / 8];
 static uint64_t data_region[DATA_SIZE / 8] = {[0 ... DATA_SIZE / 8 - 1] = 0xdada1234dada5678ULL};
 
 static Control *ctl;
+static unsigned pause_us;
 static volatile uint64_t *regions[N_REGIONS];
 
 static void sweep_once(int r) {
@@ -87,6 +90,8 @@ static void sweep_once(int r) {
         rec->in_progress = 0;
         barrier();
         ((volatile uint64_t *) ctl->sweeps)[r]++;
+        if (pause_us)
+                sleep_us(pause_us);
 }
 
 static void *sweeper(void *arg) {
@@ -292,9 +297,15 @@ int main(int argc, char *argv[]) {
 
         if (victim_check_mode)
                 return check();
-        if (i + 1 < argc && strcmp(argv[i], "--ballast") == 0)
-                ballast_mib = strtoul(argv[i + 1], NULL, 10);
-        else if (i < argc)
-                usage_exit();
+        for (; i < argc; i += 2) {
+                if (i + 1 >= argc)
+                        usage_exit();
+                if (strcmp(argv[i], "--ballast") == 0)
+                        ballast_mib = strtoul(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--pause-us") == 0)
+                        pause_us = (unsigned) strtoul(argv[i + 1], NULL, 10);
+                else
+                        usage_exit();
+        }
         run(ballast_mib);
 }
