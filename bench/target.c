@@ -22,8 +22,8 @@
  *                              one write every GAP_US microseconds, timing each write with
  *                              CLOCK_MONOTONIC                                       -> ok
  *   latgo                      starts the armed probe's writes                       -> ok
- *   latwait                    waits for the probe to finish, writes one latency (ns) per line to FILE
- *                                                                                    -> done N
+ *   latwait                    waits for the probe to finish, writes one line per write to FILE:
+ *                              "START_US LATENCY_NS", START_US counted from latgo    -> done N go=REALTIME
  *   quit                       exits                                                 -> bye
  *
  * Writes by the load thread and the probe never change the "non-zero" property of the memory.
@@ -112,6 +112,8 @@ static struct {
         uint64_t gap_ns;
         char file[4096];
         uint32_t *lat; /* ns, saturated */
+        uint64_t *at;  /* ns since go */
+        struct timespec go_real;
         size_t n;
 } probe;
 
@@ -123,10 +125,13 @@ static void *probe_thread(void *arg)
         prctl(PR_SET_NAME, "bench-probe");
         /* Touch our own records first, so no fault on them lands between two timed writes. */
         memset(probe.lat, 0xff, count * sizeof(uint32_t));
+        memset(probe.at, 0xff, count * sizeof(uint64_t));
         pthread_mutex_lock(&lock);
         while (!probe.go)
                 pthread_cond_wait(&cond, &lock);
         pthread_mutex_unlock(&lock);
+        clock_gettime(CLOCK_REALTIME, &probe.go_real);
+        uint64_t start = now_ns();
         for (size_t k = 0; k < count; k++) {
                 volatile uint64_t *p = (volatile uint64_t *)(region + region_len - (k + 1) * probe.stride);
                 uint64_t t0, t1;
@@ -137,6 +142,7 @@ static void *probe_thread(void *arg)
                 __atomic_signal_fence(__ATOMIC_SEQ_CST);
                 t1 = now_ns();
                 probe.lat[k] = (t1 - t0) > UINT32_MAX ? UINT32_MAX : (uint32_t)(t1 - t0);
+                probe.at[k] = t0 - start;
                 probe.n = k + 1;
                 sleep_ns(probe.gap_ns);
         }
@@ -151,8 +157,10 @@ static int probe_start(size_t stride_kib, uint64_t gap_us, const char *file)
         probe.gap_ns = gap_us * 1000;
         snprintf(probe.file, sizeof(probe.file), "%s", file);
         free(probe.lat);
+        free(probe.at);
         probe.lat = malloc((region_len / probe.stride) * sizeof(uint32_t));
-        if (!probe.lat)
+        probe.at = malloc((region_len / probe.stride) * sizeof(uint64_t));
+        if (!probe.lat || !probe.at)
                 return -ENOMEM;
         probe.n = 0;
         probe.go = false;
@@ -178,7 +186,7 @@ static long probe_wait(void)
         if (!f)
                 return -errno;
         for (size_t k = 0; k < probe.n; k++)
-                fprintf(f, "%" PRIu32 "\n", probe.lat[k]);
+                fprintf(f, "%" PRIu64 " %" PRIu32 "\n", probe.at[k] / 1000, probe.lat[k]);
         if (fclose(f) != 0)
                 return -errno;
         return (long)probe.n;
@@ -322,7 +330,8 @@ int main(int argc, char *argv[])
                         if (r < 0)
                                 printf("error %s\n", strerror((int)-r));
                         else
-                                printf("done %ld\n", r);
+                                printf("done %ld go=%lld.%09ld\n", r, (long long)probe.go_real.tv_sec,
+                                       probe.go_real.tv_nsec);
                 } else if (strncmp(line, "huge", 4) == 0) {
                         printf("anon_huge_kib=%ld\n", anon_huge_kib());
                 } else if (strncmp(line, "quit", 4) == 0) {

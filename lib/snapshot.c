@@ -114,6 +114,7 @@ typedef struct Engine {
         uint64_t epoch;
         bool in_event;
         uint64_t pages_pending;
+        uint64_t pages_busy; /* claimed by a saver, not yet committed or reverted */
         ImageHole *holes;
         size_t n_holes, n_holes_allocated;
 
@@ -306,6 +307,8 @@ static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discar
                                 uint8_t s = rg->pages[p] & PG_STATE_MASK;
                                 if (s == PG_PENDING || s == PG_BUSY) {
                                         uint64_t a = rg->image_start + (p << PAGE_SHIFT_4K);
+                                        if (s == PG_BUSY)
+                                                e->pages_busy--;
                                         rg->pages[p] = PG_NONE;
                                         e->pages_pending--;
                                         atomic_fetch_add(&e->pages_discarded, 1);
@@ -338,19 +341,19 @@ static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discar
 
 /* ---- buffer ---- */
 
-static Chunk *buffer_get(Engine *e, uint64_t vaddr, size_t npages, bool force)
+static Chunk *buffer_get(Engine *e, uint64_t vaddr, size_t npages)
 {
         size_t bytes = npages << PAGE_SHIFT_4K;
         uint64_t t0 = 0;
         Chunk *c;
 
         pthread_mutex_lock(&e->buf_lock);
-        while (!force && e->buf_used > 0 && e->buf_used + bytes > e->buf_limit && !atomic_load(&e->stop)) {
+        while (e->buf_used > 0 && e->buf_used + bytes > e->buf_limit && !atomic_load(&e->stop)) {
                 if (!t0)
                         t0 = now_usec();
                 pthread_cond_wait(&e->buf_cond, &e->buf_lock);
         }
-        if (atomic_load(&e->stop) && !force) {
+        if (atomic_load(&e->stop)) {
                 pthread_mutex_unlock(&e->buf_lock);
                 return NULL;
         }
@@ -519,11 +522,12 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         *p = (uint8_t)((*p & PG_HUGE) | PG_BUSY);
                 }
         }
+        e->pages_busy += claimed;
         epoch = e->epoch;
         pthread_mutex_unlock(&e->lock);
 
         if (claimed > 0) {
-                c = buffer_get(e, range_image_addr(rg, run_start), npages, mode == SAVE_REMOVE);
+                c = buffer_get(e, range_image_addr(rg, run_start), npages);
                 if (!c) {
                         r = atomic_load(&e->stop) ? -ECANCELED : -ENOMEM;
                         goto revert;
@@ -569,6 +573,7 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         continue;
                 *p &= PG_HUGE;
                 e->pages_pending--;
+                e->pages_busy--;
                 if (!c) {
                         uint64_t ia = range_image_addr(rg, a);
                         atomic_fetch_add(&e->pages_unsaved, 1);
@@ -596,8 +601,10 @@ revert_locked:
                 if (!cur)
                         continue;
                 uint8_t *p = &cur->pages[(a - cur->start) >> PAGE_SHIFT_4K];
-                if ((*p & PG_STATE_MASK) == PG_BUSY)
+                if ((*p & PG_STATE_MASK) == PG_BUSY) {
                         *p = (uint8_t)((*p & PG_HUGE) | PG_PENDING);
+                        e->pages_busy--;
+                }
         }
         pthread_cond_broadcast(&e->cond);
         pthread_mutex_unlock(&e->lock);
@@ -611,22 +618,8 @@ revert_locked:
 /* Waits, with the lock held and in_event set, until no page is BUSY. */
 static void wait_no_busy(Engine *e)
 {
-        for (;;) {
-                bool busy = false;
-
-                for (size_t i = 0; i < e->n_ranges && !busy; i++) {
-                        Range *rg = &e->ranges[i];
-                        size_t n = (rg->end - rg->start) >> PAGE_SHIFT_4K;
-                        for (size_t p = 0; p < n; p++)
-                                if ((rg->pages[p] & PG_STATE_MASK) == PG_BUSY) {
-                                        busy = true;
-                                        break;
-                                }
-                }
-                if (!busy || atomic_load(&e->stop))
-                        return;
+        while (e->pages_busy > 0 && !atomic_load(&e->stop))
                 pthread_cond_wait(&e->cond, &e->lock);
-        }
 }
 
 static int handle_event(Engine *e, const struct uffd_msg *msg)
@@ -1049,11 +1042,11 @@ static int copy_frozen(void *userdata, uint64_t start, uint64_t end, uint64_t ca
 
         for (uint64_t a = start; a < end;) {
                 size_t n = MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
-                Chunk *c = buffer_get(e, a, n, true);
+                Chunk *c = buffer_get(e, a, n);
                 int r;
 
                 if (!c)
-                        return -ENOMEM;
+                        return atomic_load(&e->stop) ? -ECANCELED : -ENOMEM;
                 r = target_read_memory(e->target, a, c->data, n << PAGE_SHIFT_4K);
                 if (r < 0) {
                         buffer_put_back(e, c);
@@ -1737,6 +1730,14 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 }
         }
 
+        /* The writer runs from the start, so pages copied during the freeze stay within the buffer too. */
+        r = -pthread_create(&writer, NULL, writer_thread, e);
+        if (r < 0) {
+                writer = 0;
+                snprintf(res->error, sizeof(res->error), "cannot start the writer: %s", strerror(-r));
+                goto out;
+        }
+
         r = target_attach(pid, &e->target, res->error, sizeof(res->error));
         if (r < 0)
                 goto out;
@@ -1796,6 +1797,8 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
 
         debug_step("maps, auxv, cmdline", &t_step);
         r = setup_memory(e, maps, n_maps, vmas, res->error, sizeof(res->error));
+        if (r < 0 && atomic_load(&e->error) < 0)
+                goto failed;
         if (r < 0)
                 goto out;
         debug_step("register, scan, protect", &t_step);
@@ -1823,33 +1826,6 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         if (r < 0) {
                 copier = 0;
                 snprintf(res->error, sizeof(res->error), "cannot start the copier: %s", strerror(-r));
-                goto out;
-        }
-
-        /* Small sections first, from this thread, before the writer thread owns the writer. */
-        r = image_writer_add_maps(e->writer, vmas, n_maps);
-        for (size_t i = 0; r >= 0 && i < e->target->n_threads; i++) {
-                /* main thread first */
-                Tracee *tr = &e->target->threads[i];
-                if (tr->at_instant && tr->tid == pid)
-                        r = image_writer_add_thread(e->writer, &tr->saved);
-        }
-        for (size_t i = 0; r >= 0 && i < e->target->n_threads; i++) {
-                Tracee *tr = &e->target->threads[i];
-                if (tr->at_instant && tr->tid != pid)
-                        r = image_writer_add_thread(e->writer, &tr->saved);
-        }
-        if (r >= 0 && auxv)
-                r = image_writer_add_auxv(e->writer, auxv, auxv_len);
-        if (r < 0) {
-                snprintf(res->error, sizeof(res->error), "writing the image failed: %s", strerror(-r));
-                goto out;
-        }
-
-        r = -pthread_create(&writer, NULL, writer_thread, e);
-        if (r < 0) {
-                writer = 0;
-                snprintf(res->error, sizeof(res->error), "cannot start the writer: %s", strerror(-r));
                 goto out;
         }
 
@@ -1882,7 +1858,23 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 res->pages_zero = ws.pages_zero + atomic_load(&e->pages_zero_at_t);
                 res->elapsed_ms = (now_usec() - t_start) / 1000;
 
-                r = image_writer_add_holes(e->writer, e->holes, e->n_holes);
+                /* The writer thread is done: the small sections go last, from this thread. */
+                r = image_writer_add_maps(e->writer, vmas, n_maps);
+                for (size_t i = 0; r >= 0 && i < e->target->n_threads; i++) {
+                        /* main thread first */
+                        Tracee *tr = &e->target->threads[i];
+                        if (tr->at_instant && tr->tid == pid)
+                                r = image_writer_add_thread(e->writer, &tr->saved);
+                }
+                for (size_t i = 0; r >= 0 && i < e->target->n_threads; i++) {
+                        Tracee *tr = &e->target->threads[i];
+                        if (tr->at_instant && tr->tid != pid)
+                                r = image_writer_add_thread(e->writer, &tr->saved);
+                }
+                if (r >= 0 && auxv)
+                        r = image_writer_add_auxv(e->writer, auxv, auxv_len);
+                if (r >= 0)
+                        r = image_writer_add_holes(e->writer, e->holes, e->n_holes);
                 if (r >= 0) {
                         meta = build_meta(e, exe, argv, comm, &t_at, res);
                         r = image_writer_add_json(e->writer, IMAGE_SECTION_META, meta);

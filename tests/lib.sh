@@ -322,6 +322,30 @@ dump() {
         [[ -s $image ]] || die "livesnap dump $pid exited 0 but $image is missing or empty"
         jq -e . "$image.json" >/dev/null || die "livesnap dump --json printed invalid JSON: $(cat "$image.json")"
         log "dump $pid $*: $(jq -c '{freeze_us, elapsed_ms, pages_saved, pages_zero, pages_discarded, pages_unsaved, pages_faulted, faults, threads, peak_buffer_bytes, throttle_us}' "$image.json")"
+
+        # The buffer bounds the engine's memory (livesnap(1): default 64M, at least 4M).
+        local buffer=64M prev="" a limit peak
+        for a in "$@"; do
+                [[ $prev == --buffer ]] && buffer=$a
+                [[ $a == --buffer=* ]] && buffer=${a#--buffer=}
+                prev=$a
+        done
+        limit=$(size_to_bytes "$buffer")
+        ((limit >= 4 << 20)) || limit=$((4 << 20))
+        peak=$(json_field "$image.json" peak_buffer_bytes)
+        ((peak <= limit)) || die "peak_buffer_bytes=$peak exceeds the buffer limit of $limit bytes (--buffer $buffer)"
+}
+
+# size_to_bytes SIZE: 64M -> 67108864 (suffixes K, M, G, T).
+size_to_bytes() {
+        local n=${1%[KMGTkmgt]} shift=0
+        case ${1: -1} in
+        K | k) shift=10 ;;
+        M | m) shift=20 ;;
+        G | g) shift=30 ;;
+        T | t) shift=40 ;;
+        esac
+        echo $((n << shift))
 }
 
 # json_field FILE.json KEY: a top-level number of the dump result.
