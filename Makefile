@@ -60,7 +60,40 @@ $(BUILD)/tests/victims/%: tests/victims/%.c tests/victims/victim.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -D_GNU_SOURCE -O1 -g -pthread -Wall -Wextra -Wno-unused-parameter -o $@ $< -pthread
 
-tests: all $(UNIT_BINS) $(VICTIM_BINS)
+# The unit tests once more under AddressSanitizer and UndefinedBehaviorSanitizer, built from source with
+# the library (no shared objects with the plain build), and the fuzz targets' replay over their corpus.
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_BINS := $(patsubst tests/test-%.c,$(BUILD)/tests/test-asan-%,$(UNIT_SRCS))
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
+FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/fuzz-%.c,$(BUILD)/tests/test-replay-%,$(FUZZ_SRCS))
+
+$(BUILD)/tests/test-asan-%: tests/test-%.c $(LIB_SRCS) $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
+
+$(BUILD)/tests/test-replay-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c $(LIB_SRCS) $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_FLAGS) -DCORPUS_DIR=\"$(abspath tests/fuzz/corpus-$*)\" -o $@ \
+		$< tests/fuzz/replay.c $(LIB_SRCS) $(LIBS)
+
+# libFuzzer (clang): `make fuzz FUZZ_SECONDS=300` runs each target, adding what it finds to the corpus.
+FUZZ_SECONDS ?= 60
+$(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	clang $(BASE_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
+		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -o $@ $< $(LIB_SRCS) $(LIBS)
+
+$(BUILD)/fuzz/gen-seed: tests/fuzz/gen-seed.c $(BUILD)/liblivesnap.a
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblivesnap.a $(LIBS)
+
+fuzz: $(patsubst tests/fuzz/fuzz-%.c,$(BUILD)/fuzz/fuzz-%,$(FUZZ_SRCS)) $(BUILD)/fuzz/gen-seed
+	$(BUILD)/fuzz/gen-seed tests/fuzz/corpus-image
+	for f in $(patsubst tests/fuzz/fuzz-%.c,%,$(FUZZ_SRCS)); do \
+		$(BUILD)/fuzz/fuzz-$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus-$$f || exit 1; \
+	done
+
+tests: all $(UNIT_BINS) $(VICTIM_BINS) $(SAN_BINS) $(FUZZ_REPLAY_BINS)
 
 check: tests
 	BUILD=$(abspath $(BUILD)) bash tests/run.sh
@@ -71,6 +104,6 @@ format-check:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all tests check clean format-check install uninstall
+.PHONY: all tests check clean format-check install uninstall fuzz
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d)

@@ -226,20 +226,56 @@ bench_freeze() {
 # ---------------------------------------------------------------------------------------------------
 # 2. Fault round trip
 # ---------------------------------------------------------------------------------------------------
-lat_row() { # NAME FILE
-        local f=$2 n nf med p99 fmed fp99 fmax smed
-        n=$(wc -l <"$f")
-        nf=$(awk '$1 > 1000' "$f" | wc -l)
-        med=$(median <"$f")
-        fmed=$(awk '$1 > 1000' "$f" | median)
-        fp99=$(awk '$1 > 1000' "$f" | pct 99)
-        fmax=$(awk '$1 > 1000' "$f" | sort -g | tail -1)
-        smed=$(awk '$1 <= 1000' "$f" | median)
-        echo "| $1 | $n | $nf | $(fmt "$(awk -v x="$fmed" 'BEGIN {print (x=="nan")?x:x/1000}')" 1) | $(fmt "$(awk -v x="$fp99" 'BEGIN {print (x=="nan")?x:x/1000}')" 1) | $(fmt "$(awk -v x="${fmax:-nan}" 'BEGIN {print (x=="nan")?x:x/1000}')" 1) | $(fmt "$med" 0) | $(fmt "$smed" 0) |"
+lat_row() { # NAME FILE ("START_US LATENCY_NS" per line)
+        local f=$2 lat=$WORK/lat.col n nf med fmed fp90 fp99 fmax smed us
+        if [[ ! -s $f ]]; then
+                echo "| $1 | no data | | | | | | | |"
+                return
+        fi
+        awk '{print $2}' "$f" >"$lat"
+        n=$(wc -l <"$lat")
+        nf=$(awk '$1 > 1000' "$lat" | wc -l)
+        med=$(median <"$lat")
+        fmed=$(awk '$1 > 1000' "$lat" | median)
+        fp90=$(awk '$1 > 1000' "$lat" | pct 90)
+        fp99=$(awk '$1 > 1000' "$lat" | pct 99)
+        fmax=$(awk '$1 > 1000' "$lat" | sort -g | tail -1)
+        smed=$(awk '$1 <= 1000' "$lat" | median)
+        us() { fmt "$(awk -v x="${1:-nan}" 'BEGIN {print (x=="nan")?x:x/1000}')" 1; }
+        echo "| $1 | $n | $nf | $(us "$fmed") | $(us "$fp90") | $(us "$fp99") | $(us "$fmax") | $(fmt "$med" 0) | $(fmt "$smed" 0) |"
+}
+
+# lat_dump NAME FILE [DUMP ARGS...]: arms the probe, starts a dump, lets the freeze finish, then writes
+# from the top down while the copier climbs from the bottom. Sets LAT_NOTE[NAME] and LAT_JSON[NAME].
+declare -A LAT_NOTE LAT_JSON
+lat_dump() {
+        local name=$1 file=$2 dpid rc
+        shift 2
+        tcmd "lat $LAT_STRIDE_KIB $LAT_GAP_US $file"
+        rm -f "$IMG"
+        timeout "$DUMP_TIMEOUT" "$LIVESNAP" dump "$TGT_PID" -o "$IMG" --json --no-progress "$@" \
+                >"$WORK/lat.json" 2>"$WORK/lat.err" &
+        dpid=$!
+        # Wait until livesnap has seized the target, then give the freeze 0.2 s (it takes 20-80 ms
+        # at this size here); a write landing inside the freeze would count as one slow write.
+        local i tracer=0
+        for ((i = 0; i < 5000 && tracer == 0; i++)); do
+                tracer=$(awk '/^TracerPid:/ {print $2}' "/proc/$TGT_PID/status" 2>/dev/null || echo 0)
+                [[ $tracer -ne 0 ]] || sleep 0.002
+        done
+        sleep 0.2
+        tcmd latgo
+        wait "$dpid"
+        rc=$?
+        rm -f "$IMG"
+        tcmd latwait
+        LAT_JSON[$name]=$(jq -c . "$WORK/lat.json" 2>/dev/null)
+        log "$name: $REPLY; dump exit $rc: ${LAT_JSON[$name]:-$(cat "$WORK/lat.err")}"
+        [[ $rc -eq 0 ]] || LAT_NOTE[$name]="the dump failed (exit $rc: $(tail -n 3 "$WORK/lat.err" | tr '\n' ' '))"
 }
 
 bench_latency() {
-        local base=$WORK/lat-base during=$WORK/lat-dump note= dpid
+        local base=$WORK/lat-base name
         log "benchmark 2: $LAT_MIB MiB, 4k pages"
         target_start "$LAT_MIB" 4k
         tcmd "load idle"
@@ -249,44 +285,33 @@ bench_latency() {
         tcmd latwait
         log "baseline: $REPLY"
         if [[ $LS_OK -eq 1 ]]; then
-                # Arm the probe (its thread exists before the freeze), start a slow dump, let the freeze
-                # finish, then write from the top down while the copier climbs from the bottom.
-                tcmd "lat $LAT_STRIDE_KIB $LAT_GAP_US $during"
-                rm -f "$IMG"
-                timeout "$DUMP_TIMEOUT" "$LIVESNAP" dump "$TGT_PID" -o "$IMG" --json --no-progress --rate "$LAT_RATE" \
-                        >"$WORK/lat.json" 2>"$WORK/lat.err" &
-                dpid=$!
-                sleep 1
-                tcmd latgo
-                wait "$dpid"
-                local rc=$?
-                rm -f "$IMG"
-                tcmd latwait
-                log "during dump: $REPLY; dump exit $rc: $(jq -c . "$WORK/lat.json" 2>/dev/null || cat "$WORK/lat.err")"
-                if [[ $rc -ne 0 ]]; then
-                        note="the dump failed (exit $rc: $(tail -n 3 "$WORK/lat.err" | tr '\n' ' ')); "
-                fi
+                lat_dump "during dump --rate $LAT_RATE" "$WORK/lat-rate" --rate "$LAT_RATE"
+                lat_dump "during dump, no --rate (disk-bound)" "$WORK/lat-norate"
         fi
         target_stop
 
         echo "## 2. Write-fault round trip"
         echo
         echo "A thread of a $LAT_MIB MiB target (4 KiB pages) writes one word every $LAT_STRIDE_KIB KiB, from the top of the"
-        echo "region down, one write every $LAT_GAP_US us, and times each write with CLOCK_MONOTONIC. During"
-        echo "\`livesnap dump --rate $LAT_RATE\` the background copier climbs from the bottom, so the writes meet unsaved"
-        echo "pages until the two cross; a write taking > 1 us counts as a fault."
+        echo "region down, one write every $LAT_GAP_US us, and times each write with CLOCK_MONOTONIC. The writes start"
+        echo "0.2 s after livesnap has seized the target; the background copier climbs from the bottom, so the writes meet unsaved pages"
+        echo "until the two cross. A write taking > 1 us counts as a fault (compare livesnap's own fault count below)."
         echo
-        echo "| run | writes | writes > 1 us | median of those (us) | p99 of those (us) | max (us) | median of all writes (ns) | median of writes <= 1 us (ns) |"
-        echo "|---|---|---|---|---|---|---|---|"
+        echo "| run | writes | writes > 1 us | median of those (us) | p90 (us) | p99 (us) | max (us) | median of all writes (ns) | median of writes <= 1 us (ns) |"
+        echo "|---|---|---|---|---|---|---|---|---|"
         lat_row "no dump" "$base"
-        if [[ $LS_OK -eq 1 && -s $during ]]; then
-                lat_row "during dump" "$during"
+        if [[ $LS_OK -eq 1 ]]; then
+                lat_row "during dump --rate $LAT_RATE${LAT_NOTE["during dump --rate $LAT_RATE"]:+ (${LAT_NOTE["during dump --rate $LAT_RATE"]})}" "$WORK/lat-rate"
+                lat_row "during dump, no --rate (disk-bound)${LAT_NOTE["during dump, no --rate (disk-bound)"]:+ (${LAT_NOTE["during dump, no --rate (disk-bound)"]})}" "$WORK/lat-norate"
         else
-                echo "| during dump | ${note}$NM${LS_WHY:+: $LS_WHY} | | | | | | |"
+                echo "| during dump | $NM: $LS_WHY | | | | | | | |"
         fi
         echo
-        if [[ $LS_OK -eq 1 && -s $WORK/lat.json ]]; then
-                echo "The dump: $(jq -r '"elapsed \(.elapsed_ms) ms, freeze \(.freeze_us) us, faults \(.faults), pages_faulted \(.pages_faulted), pages_saved \(.pages_saved), throttle_us \(.throttle_us)"' "$WORK/lat.json")."
+        if [[ $LS_OK -eq 1 ]]; then
+                for name in "during dump --rate $LAT_RATE" "during dump, no --rate (disk-bound)"; do
+                        [[ -n ${LAT_JSON[$name]:-} ]] || continue
+                        echo "- $name: livesnap reported $(jq -r '"elapsed \(.elapsed_ms) ms, freeze \(.freeze_us) us, faults \(.faults), pages_faulted \(.pages_faulted), pages_saved \(.pages_saved), peak_buffer_bytes \(.peak_buffer_bytes), throttle_us \(.throttle_us)"' <<<"${LAT_JSON[$name]}")."
+                done
                 echo
         fi
 }
@@ -294,11 +319,24 @@ bench_latency() {
 # ---------------------------------------------------------------------------------------------------
 # 3. Throughput
 # ---------------------------------------------------------------------------------------------------
+# disk_rate: writes TP_GIB GiB of zeros to IMGDIR with dd conv=fdatasync; prints MB/s
+disk_rate() {
+        local ddfile=$WORK/dd.out sec
+        rm -f "$WORK/dd"
+        sync
+        dd if=/dev/zero of="$WORK/dd" bs=1M count=$((TP_GIB * 1024)) conv=fdatasync 2>"$ddfile"
+        rm -f "$WORK/dd"
+        log "dd: $(tail -1 "$ddfile")"
+        sec=$(sed -n 's/.* copied, \([0-9.]*\) s.*/\1/p' "$ddfile")
+        awk -v s="$sec" -v b=$((TP_GIB << 30)) 'BEGIN {if (s > 0) printf "%.0f\n", b/s/1e6; else print "nan"}'
+}
+
 bench_throughput() {
-        local i pv=() ls=() lsi=() peak=() thr=() ddsec ddrate ddfile=$WORK/dd.out
+        local i pv=() ls=() lsi=() peak=() thr=() dd1 dd2
         log "benchmark 3: $TP_GIB GiB idle target, 4k pages"
         target_start $((TP_GIB * 1024)) 4k
         tcmd "load idle"
+        dd1=$(disk_rate)
         for i in 1 2 3; do
                 local out
                 out=$("$OUT/pvr" "$TGT_PID" "$TGT_ADDR" "$TGT_LEN" 1024) || die "pvr failed"
@@ -315,23 +353,19 @@ bench_throughput() {
                         fi
                 done
         fi
+        dd2=$(disk_rate)
         target_stop
-        rm -f "$WORK/dd"
-        sync
-        dd if=/dev/zero of="$WORK/dd" bs=1M count=$((TP_GIB * 1024)) conv=fdatasync 2>"$ddfile"
-        rm -f "$WORK/dd"
-        ddsec=$(sed -n 's/.* copied, \([0-9.]*\) s.*/\1/p' "$ddfile")
-        ddrate=$(awk -v s="$ddsec" -v b=$((TP_GIB << 30)) 'BEGIN {printf "%.0f", b/s/1e6}')
-        log "dd: $(tail -1 "$ddfile")"
 
         echo "## 3. Throughput ($TP_GIB GiB idle target, 4 KiB pages; MB = 10^6 bytes)"
         echo
+        echo "In this order, with the target alive throughout: dd, process_vm_readv x3, livesnap dump x3, dd."
+        echo
         echo "| what | rate (MB/s) | runs | notes |"
         echo "|---|---|---|---|"
-        echo "| disk: dd bs=1M, conv=fdatasync, $TP_GIB GiB to $IMGDIR | $ddrate | 1 | |"
+        echo "| disk: dd bs=1M conv=fdatasync, $TP_GIB GiB to $IMGDIR | $(fmt "$(printf '%s\n' "$dd1" "$dd2" | median)" 0) | 2 | before: $dd1, after: $dd2 |"
         echo "| process_vm_readv, 1 MiB chunks, reused buffer | $(fmt "$(printf '%s\n' "${pv[@]}" | median)" 0) | ${#pv[@]} | all: ${pv[*]} |"
         if [[ ${#ls[@]} -gt 0 ]]; then
-                echo "| livesnap dump (bytes saved / elapsed) | $(fmt "$(printf '%s\n' "${ls[@]}" | median)" 0) | ${#ls[@]} | all: $(printf '%.0f ' "${ls[@]}"); image bytes / elapsed: $(fmt "$(printf '%s\n' "${lsi[@]}" | median)" 0); peak buffer $(printf '%s\n' "${peak[@]}" | median | awk '{printf "%.0f MiB", $1/1048576}'); throttle_us $(printf '%s\n' "${thr[@]}" | median) |"
+                echo "| livesnap dump (pages_saved x 4 KiB / elapsed) | $(fmt "$(printf '%s\n' "${ls[@]}" | median)" 0) | ${#ls[@]} | all: $(printf '%.0f ' "${ls[@]}"); image bytes / elapsed: $(fmt "$(printf '%s\n' "${lsi[@]}" | median)" 0); peak buffer $(printf '%s\n' "${peak[@]}" | median | awk '{printf "%.0f MiB", $1/1048576}'); throttle_us (median) $(printf '%s\n' "${thr[@]}" | median) |"
         else
                 echo "| livesnap dump | $NM | | ${LS_WHY:-every dump failed: $DUMP_ERR} |"
         fi

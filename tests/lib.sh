@@ -213,13 +213,29 @@ thread_states() {
         done
 }
 
+# proc_state PID: the state letter of PID's main thread, or nothing if it is gone.
+proc_state() {
+        local stat
+        stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 0
+        stat=${stat##*) }
+        echo "${stat%% *}"
+}
+
+# assert_alive PID [WHAT]: the process exists and is not a zombie. If it died and is this shell's
+# child, says how (e.g. "killed by SIGSEGV").
 assert_alive() {
-        local pid=$1 what=${2:-process $1} st
-        kill -0 "$pid" 2>/dev/null || die "$what is gone"
-        st=$(cat /proc/"$pid"/stat 2>/dev/null) || die "$what is gone"
-        st=${st##*) }
-        st=${st%% *}
-        [[ $st != Z && $st != X ]] || die "$what is a zombie (state $st): it died"
+        local pid=$1 what=${2:-process $1} st rc=0 how
+        st=$(proc_state "$pid")
+        [[ -n $st && $st != Z && $st != X ]] && return 0
+        { wait "$pid"; } 2>/dev/null || rc=$?
+        if ((rc == 127)); then
+                how="not a child of the test"
+        elif ((rc > 128)); then
+                how="killed by SIG$(kill -l $((rc - 128)))"
+        else
+                how="exit status $rc"
+        fi
+        die "$what died ($how)"
 }
 
 # assert_not_stopped PID: no thread is in a stop (t: ptrace stop, T: job control stop).
@@ -237,7 +253,8 @@ assert_not_stopped() {
 # assert_not_traced PID: TracerPid is 0 (livesnap detached).
 assert_not_traced() {
         local pid=$1 what=${2:-process $1} tracer
-        tracer=$(awk '/^TracerPid:/ {print $2}' /proc/"$pid"/status)
+        tracer=$(awk '/^TracerPid:/ {print $2}' /proc/"$pid"/status 2>/dev/null || true)
+        [[ -n $tracer ]] || assert_alive "$pid" "$what"
         [[ $tracer == 0 ]] || die "$what is still traced by PID $tracer"
 }
 
@@ -298,6 +315,14 @@ assert_progressing() {
 # DIR/error.
 assert_victim_ok() {
         local pid=$1 dir=$2 what=${3:-victim $1}
+        if [[ ! -e /proc/$pid || $(proc_state "$pid") == Z ]]; then
+                [[ ! -s $dir/stderr ]] || log "$what's stderr: $(tail -n 5 "$dir/stderr")"
+                [[ ! -e $dir/error ]] || log "$what's error: $(cat "$dir/error")"
+                # The kernel's word on a crash names the thread: TIDs follow the PID closely.
+                local tids
+                tids=$(seq -s '|' "$pid" $((pid + 32)))
+                dmesg 2>/dev/null | grep -E "\[($tids)\]: " | tail -n 3 | sed "s/^/$TEST_NAME: dmesg: /" >&2 || true
+        fi
         assert_alive "$pid" "$what"
         [[ ! -e $dir/error ]] || die "$what reported an error: $(cat "$dir/error")"
         assert_not_stopped "$pid" "$what"

@@ -147,10 +147,10 @@ static void test_self(void **state)
 
         assert_int_equal(proc_cmdline_read(getpid(), &argv), 0);
         assert_non_null(argv[0]);
-        assert_non_null(strstr(argv[0], "test-procfs"));
+        assert_non_null(strstr(argv[0], "procfs"));
         strv_free(argv);
         assert_int_equal(proc_exe_read(getpid(), &exe), 0);
-        assert_non_null(strstr(exe, "test-procfs"));
+        assert_non_null(strstr(exe, "procfs"));
         free(exe);
 
         assert_int_equal(proc_is_kthread(getpid()), 0);
