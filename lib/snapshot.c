@@ -104,6 +104,7 @@ typedef struct Engine {
         ImageWriter *writer;
         const LivesnapDumpOptions *opts;
         LivesnapDumpResult *res;
+        const char *path; /* the image's name, for messages */
         uint64_t probe_addr;
 
         /* Bookkeeping. */
@@ -439,7 +440,7 @@ static void *writer_thread(void *userdata)
                         i += n;
                 }
                 if (r < 0)
-                        engine_fail(e, r, "writing the image failed: %s", strerror(-r));
+                        engine_fail(e, r, "writing %s failed: %s", e->path, strerror(-r));
 
                 buffer_put_back(e, c);
         }
@@ -1681,6 +1682,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         e->uffd = e->stop_fd = e->super_fd = -EBADF;
         e->opts = &opts;
         e->res = res;
+        e->path = path;
         e->buf_limit = opts.buffer_size;
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
@@ -1883,7 +1885,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 if (r >= 0)
                         r = image_writer_finish(e->writer);
                 if (r < 0) {
-                        snprintf(res->error, sizeof(res->error), "writing the image failed: %s", strerror(-r));
+                        snprintf(res->error, sizeof(res->error), "writing %s failed: %s", path, strerror(-r));
                         goto out;
                 }
                 image_writer_get_stats(e->writer, &ws);
