@@ -26,6 +26,9 @@ LIB_SRCS := $(wildcard lib/*.c)
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
 CLI_SRCS := $(wildcard cli/*.c)
 CLI_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRCS))
+# livesnapd's modules (everything in daemon/ but its main) also go into an archive the unit tests link.
+DAEMON_SRCS := $(filter-out daemon/livesnapd.c,$(wildcard daemon/*.c))
+DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(DAEMON_SRCS))
 
 UNIT_SRCS := $(wildcard tests/test-*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -46,13 +49,17 @@ $(BUILD)/liblivesnap.so: $(LIB_OBJS) lib/liblivesnap.sym
 	$(CC) -shared -Wl,-soname,liblivesnap.so.0 -Wl,--version-script=lib/liblivesnap.sym \
 		-Wl,--no-undefined $(CFLAGS) $(LDFLAGS) -o $@ $(LIB_OBJS) $(LIBS)
 
+$(BUILD)/libdaemon.a: $(DAEMON_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
 $(BUILD)/livesnap: $(CLI_OBJS) $(BUILD)/liblivesnap.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/liblivesnap.a $(LIBS)
 
 # Unit tests use cmocka and link the static library (internal API).
-$(BUILD)/tests/test-%: tests/test-%.c $(BUILD)/liblivesnap.a
+$(BUILD)/tests/test-%: tests/test-%.c $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/liblivesnap.a $(LIBS) \
+	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(CFLAGS) -o $@ $< $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a $(LIBS) \
 		$(shell $(PKG_CONFIG) --cflags --libs cmocka)
 
 # Victims are standalone programs, built with -O1 -g so gdb and the checks see real code.
@@ -67,9 +74,9 @@ SAN_BINS := $(patsubst tests/test-%.c,$(BUILD)/tests/test-asan-%,$(UNIT_SRCS))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/fuzz-%.c,$(BUILD)/tests/test-replay-%,$(FUZZ_SRCS))
 
-$(BUILD)/tests/test-asan-%: tests/test-%.c $(LIB_SRCS) $(wildcard lib/*.h)
+$(BUILD)/tests/test-asan-%: tests/test-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
+	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
 
 $(BUILD)/tests/test-replay-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c $(LIB_SRCS) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
@@ -106,4 +113,4 @@ clean:
 
 .PHONY: all tests check clean format-check install uninstall fuzz
 
--include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d)

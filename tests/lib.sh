@@ -159,7 +159,8 @@ kill_wait() {
 }
 
 # victim_start NAME [ARGS...]: starts $VICTIMS/NAME with a fresh directory, waits for it to be ready.
-# Sets VICTIM_PID and VICTIM_DIR. With VICTIM_USER=name set, runs the victim as that user.
+# Sets VICTIM_PID and VICTIM_DIR. With VICTIM_USER=name set, runs the victim as that user; with
+# VICTIM_NICE=N, at that nice level (busy victims leave this 2-CPU machine room for the tools).
 victim_start() {
         local name=$1
         shift
@@ -171,6 +172,9 @@ victim_start() {
                 uid=$(id -u "$VICTIM_USER")
                 gid=$(id -g "$VICTIM_USER")
                 cmd=(setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all "${cmd[@]}")
+        fi
+        if [[ -n ${VICTIM_NICE:-} ]]; then
+                cmd=(nice -n "$VICTIM_NICE" "${cmd[@]}")
         fi
         "${cmd[@]}" >"$VICTIM_DIR/stdout" 2>"$VICTIM_DIR/stderr" &
         VICTIM_PID=$!

@@ -6,8 +6,8 @@
 # sweeping thread making progress, no image (nor temporary file) left behind, and the target can be
 # dumped again consistently.
 #
-# The sweepers pause 5 ms between sweeps here: they still write all the time, but leave this 2-CPU
-# machine some room for the many livesnap runs of this test.
+# The sweepers pause 5 ms between sweeps and run at nice 10 here: they still write all the time, but
+# leave this 2-CPU machine room for the many livesnap runs of this test.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -55,7 +55,7 @@ after_kill() {
 test_stop_at() {
         local phase=$1 outdir=$TEST_TMP/out-$1 dpid rc=0
         log "--- SIGKILL at phase $phase"
-        victim_start victim-sweep --pause-us 5000
+        VICTIM_NICE=10 victim_start victim-sweep --pause-us 5000
         mkdir "$outdir"
         DUMP_LOG=$TEST_TMP/dump-$phase.log
         LIVESNAP_TEST_STOP_AT=$phase "$LIVESNAP" dump "$VICTIM_PID" -o "$outdir/image" --rate 32M \
@@ -89,7 +89,7 @@ test_kill_after() {
         log "--- SIGKILL ${delay}s into a rate-limited dump"
         # The sweepers' pages are saved at once by their faults; the ballast makes the dump last:
         # ~100 MiB at 32 MiB/s, about 3 s.
-        victim_start victim-sweep --ballast 96 --pause-us 5000
+        VICTIM_NICE=10 victim_start victim-sweep --ballast 96 --pause-us 5000
         mkdir "$outdir"
         DUMP_LOG=$TEST_TMP/dump-delay-$delay.log
         "$LIVESNAP" dump "$VICTIM_PID" -o "$outdir/image" --rate 32M >"$DUMP_LOG" 2>&1 &
@@ -106,7 +106,7 @@ test_kill_after() {
 for phase in attaching frozen copying finishing; do
         test_stop_at "$phase"
 done
-for delay in 0.01 0.1 0.3 0.8; do
+for delay in 0.005 0.01 0.02 0.05 0.1 0.2 0.3 0.5 0.8 1.2; do
         test_kill_after "$delay"
 done
 log "the victim survived every kill"
