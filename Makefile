@@ -35,7 +35,7 @@ UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 VICTIM_SRCS := $(wildcard tests/victims/*.c)
 VICTIM_BINS := $(patsubst tests/victims/%.c,$(BUILD)/tests/victims/%,$(VICTIM_SRCS))
 
-all: $(BUILD)/livesnap $(BUILD)/liblivesnap.so $(BUILD)/liblivesnap.a
+all: $(BUILD)/livesnap $(BUILD)/livesnapd $(BUILD)/liblivesnap.so $(BUILD)/liblivesnap.a
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -52,6 +52,9 @@ $(BUILD)/liblivesnap.so: $(LIB_OBJS) lib/liblivesnap.sym
 $(BUILD)/libdaemon.a: $(DAEMON_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
+
+$(BUILD)/livesnapd: $(BUILD)/daemon/livesnapd.o $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell $(PKG_CONFIG) --libs libsystemd)
 
 $(BUILD)/livesnap: $(CLI_OBJS) $(BUILD)/liblivesnap.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/liblivesnap.a $(LIBS)
@@ -113,4 +116,4 @@ clean:
 
 .PHONY: all tests check clean format-check install uninstall fuzz
 
--include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(BUILD)/daemon/livesnapd.d

@@ -148,8 +148,10 @@ MACHINE_LINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpu
 
 echo "# livesnap benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
-echo "Machine: $MACHINE_LINE. Images on $IMGDIR ($(df -T "$IMGDIR" | awk 'NR==2 {print $2 " on " $1}'))."
-echo "livesnap: $LIVESNAP$([[ $LS_OK -eq 1 ]] || echo " ($NM: $LS_WHY)")"
+IMGDEV=$(df --output=source "$IMGDIR" | tail -1)
+IMGDRV=$(basename "$(readlink -f "/sys/class/block/$(basename "$IMGDEV")/device/driver" 2>/dev/null)" 2>/dev/null)
+echo "Machine: $MACHINE_LINE. Images on $IMGDIR ($(df -T "$IMGDIR" | awk 'NR==2 {print $2 " on " $1}'), driver ${IMGDRV:-unknown})."
+echo "livesnap: $LIVESNAP ($("$LIVESNAP" --version 2>/dev/null | head -1))$([[ $LS_OK -eq 1 ]] || echo " ($NM: $LS_WHY)")"
 echo
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,14 +229,15 @@ bench_freeze() {
 # 2. Fault round trip
 # ---------------------------------------------------------------------------------------------------
 lat_row() { # NAME FILE ("START_US LATENCY_NS" per line)
-        local f=$2 lat=$WORK/lat.col n nf med fmed fp90 fp99 fmax smed us
+        local f=$2 lat=$WORK/lat.col n nf nf10 med fmed fp90 fp99 fmax smed us
         if [[ ! -s $f ]]; then
-                echo "| $1 | no data | | | | | | | |"
+                echo "| $1 | no data | | | | | | | | |"
                 return
         fi
         awk '{print $2}' "$f" >"$lat"
         n=$(wc -l <"$lat")
         nf=$(awk '$1 > 1000' "$lat" | wc -l)
+        nf10=$(awk '$1 > 10000' "$lat" | wc -l)
         med=$(median <"$lat")
         fmed=$(awk '$1 > 1000' "$lat" | median)
         fp90=$(awk '$1 > 1000' "$lat" | pct 90)
@@ -242,7 +245,7 @@ lat_row() { # NAME FILE ("START_US LATENCY_NS" per line)
         fmax=$(awk '$1 > 1000' "$lat" | sort -g | tail -1)
         smed=$(awk '$1 <= 1000' "$lat" | median)
         us() { fmt "$(awk -v x="${1:-nan}" 'BEGIN {print (x=="nan")?x:x/1000}')" 1; }
-        echo "| $1 | $n | $nf | $(us "$fmed") | $(us "$fp90") | $(us "$fp99") | $(us "$fmax") | $(fmt "$med" 0) | $(fmt "$smed" 0) |"
+        echo "| $1 | $n | $nf | $nf10 | $(us "$fmed") | $(us "$fp90") | $(us "$fp99") | $(us "$fmax") | $(fmt "$med" 0) | $(fmt "$smed" 0) |"
 }
 
 # lat_dump NAME FILE [DUMP ARGS...]: arms the probe, starts a dump, lets the freeze finish, then writes
@@ -297,14 +300,14 @@ bench_latency() {
         echo "0.2 s after livesnap has seized the target; the background copier climbs from the bottom, so the writes meet unsaved pages"
         echo "until the two cross. A write taking > 1 us counts as a fault (compare livesnap's own fault count below)."
         echo
-        echo "| run | writes | writes > 1 us | median of those (us) | p90 (us) | p99 (us) | max (us) | median of all writes (ns) | median of writes <= 1 us (ns) |"
-        echo "|---|---|---|---|---|---|---|---|---|"
+        echo "| run | writes | writes > 1 us | of which > 10 us | median of writes > 1 us (us) | p90 (us) | p99 (us) | max (us) | median of all writes (ns) | median of writes <= 1 us (ns) |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
         lat_row "no dump" "$base"
         if [[ $LS_OK -eq 1 ]]; then
                 lat_row "during dump --rate $LAT_RATE${LAT_NOTE["during dump --rate $LAT_RATE"]:+ (${LAT_NOTE["during dump --rate $LAT_RATE"]})}" "$WORK/lat-rate"
                 lat_row "during dump, no --rate (disk-bound)${LAT_NOTE["during dump, no --rate (disk-bound)"]:+ (${LAT_NOTE["during dump, no --rate (disk-bound)"]})}" "$WORK/lat-norate"
         else
-                echo "| during dump | $NM: $LS_WHY | | | | | | | |"
+                echo "| during dump | $NM: $LS_WHY | | | | | | | | |"
         fi
         echo
         if [[ $LS_OK -eq 1 ]]; then

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define _unused_ __attribute__((__unused__))
+#define _noreturn_ __attribute__((__noreturn__))
 #define _pure_ __attribute__((__pure__))
 #define _printf_(a, b) __attribute__((__format__(printf, a, b)))
 #define _cleanup_(f) __attribute__((__cleanup__(f)))

@@ -22,10 +22,10 @@
 #include "victim.h"
 
 #define BALLAST_SIZE (256 * MIB)
-#define WINDOW_SIZE (4 * MIB)
-#define NPOOL 256
-#define REGION_SIZE (128 * 1024UL)
-#define REGION_MAX (512 * 1024UL)
+#define WINDOW_SIZE  (4 * MIB)
+#define NPOOL        256
+#define REGION_SIZE  (128 * 1024UL)
+#define REGION_MAX   (512 * 1024UL)
 
 typedef struct PoolEntry {
         uint64_t addr;
@@ -44,11 +44,13 @@ enum {
         H_FREE = 1 << 5,
 };
 
-static const char *history_str(uint64_t h) {
+static const char *history_str(uint64_t h)
+{
         static char buf[128];
         snprintf(buf, sizeof(buf), "%s%s%s%s%s%s%s", h ? "" : "none", h & H_GROWN ? "grown " : "",
-                 h & H_SHRUNK ? "shrunk " : "", h & H_MOVED ? "moved " : "", h & H_MPROTECT ? "mprotect " : "",
-                 h & H_DONTNEED ? "dontneed " : "", h & H_FREE ? "free " : "");
+                 h & H_SHRUNK ? "shrunk " : "", h & H_MOVED ? "moved " : "",
+                 h & H_MPROTECT ? "mprotect " : "", h & H_DONTNEED ? "dontneed " : "",
+                 h & H_FREE ? "free " : "");
         return buf;
 }
 
@@ -64,37 +66,42 @@ typedef struct Control {
 
 static Control *ctl;
 
-static inline uint64_t region_word(uint64_t id, size_t i) {
-        return (id << 32) ^ (uint64_t) i ^ 0xc4c4000000000000ULL;
+static inline uint64_t region_word(uint64_t id, size_t i)
+{
+        return (id << 32) ^ (uint64_t)i ^ 0xc4c4000000000000ULL;
 }
 
-static void region_fill(volatile PoolEntry *e, size_t from, size_t to) {
-        uint64_t *w = (uint64_t *) (uintptr_t) e->addr;
+static void region_fill(volatile PoolEntry *e, size_t from, size_t to)
+{
+        uint64_t *w = (uint64_t *)(uintptr_t)e->addr;
         for (size_t i = from / 8; i < to / 8; i++)
                 w[i] = region_word(e->id, i);
 }
 
-static void region_verify(volatile PoolEntry *e, size_t from, size_t to, const char *after) {
-        const uint64_t *w = (const uint64_t *) (uintptr_t) e->addr;
+static void region_verify(volatile PoolEntry *e, size_t from, size_t to, const char *after)
+{
+        const uint64_t *w = (const uint64_t *)(uintptr_t)e->addr;
         for (size_t i = from / 8; i < to / 8; i++)
                 if (w[i] != region_word(e->id, i))
-                        victim_fail("region id %" PRIu64 " at 0x%" PRIx64 " (len %" PRIu64 "): word %zu is 0x%" PRIx64
-                                    ", expected 0x%" PRIx64 " (after %s)",
-                                    (uint64_t) e->id, (uint64_t) e->addr, (uint64_t) e->len, i, w[i],
+                        victim_fail("region id %" PRIu64 " at 0x%" PRIx64 " (len %" PRIu64
+                                    "): word %zu is 0x%" PRIx64 ", expected 0x%" PRIx64 " (after %s)",
+                                    (uint64_t)e->id, (uint64_t)e->addr, (uint64_t)e->len, i, w[i],
                                     region_word(e->id, i), after);
 }
 
-static void region_new(volatile PoolEntry *e) {
+static void region_new(volatile PoolEntry *e)
+{
         void *p = map_anon(REGION_SIZE, PROT_READ | PROT_WRITE, 0);
 
-        e->addr = (uint64_t) (uintptr_t) p;
+        e->addr = (uint64_t)(uintptr_t)p;
         e->len = REGION_SIZE;
         e->id = ++ctl->next_id;
         e->history = 0;
         region_fill(e, 0, REGION_SIZE);
 }
 
-static void churn_once(uint64_t k) {
+static void churn_once(uint64_t k)
+{
         volatile PoolEntry *e = &ctl->pool[k % NPOOL];
         volatile PoolEntry *o = &ctl->pool[(k + NPOOL / 2) % NPOOL];
         void *p;
@@ -103,7 +110,7 @@ static void churn_once(uint64_t k) {
         region_verify(e, 0, e->len, "running");
         e->busy = 1;
         barrier();
-        VCHECK(munmap((void *) (uintptr_t) e->addr, e->len) == 0);
+        VCHECK(munmap((void *)(uintptr_t)e->addr, e->len) == 0);
         ctl->unmaps++;
         region_new(e);
         barrier();
@@ -116,39 +123,39 @@ static void churn_once(uint64_t k) {
         case 0: /* grow (moves if it cannot grow in place), or shrink when large */
                 if (o->len < REGION_MAX) {
                         size_t old = o->len;
-                        p = mremap((void *) (uintptr_t) o->addr, old, old * 2, MREMAP_MAYMOVE);
+                        p = mremap((void *)(uintptr_t)o->addr, old, old * 2, MREMAP_MAYMOVE);
                         VCHECK(p != MAP_FAILED);
-                        o->addr = (uint64_t) (uintptr_t) p;
+                        o->addr = (uint64_t)(uintptr_t)p;
                         o->len = old * 2;
                         region_verify(o, 0, old, "mremap grow");
                         region_fill(o, old, o->len);
                         ctl->grows++;
-                o->history |= H_GROWN;
+                        o->history |= H_GROWN;
                 } else {
-                        p = mremap((void *) (uintptr_t) o->addr, o->len, REGION_SIZE, 0);
+                        p = mremap((void *)(uintptr_t)o->addr, o->len, REGION_SIZE, 0);
                         VCHECK(p != MAP_FAILED);
                         o->len = REGION_SIZE;
                         region_verify(o, 0, o->len, "mremap shrink");
                         ctl->shrinks++;
-                o->history |= H_SHRUNK;
+                        o->history |= H_SHRUNK;
                 }
                 break;
         case 1:
         case 5: /* move */
                 p = mmap(NULL, o->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 VCHECK(p != MAP_FAILED);
-                p = mremap((void *) (uintptr_t) o->addr, o->len, o->len, MREMAP_MAYMOVE | MREMAP_FIXED, p);
+                p = mremap((void *)(uintptr_t)o->addr, o->len, o->len, MREMAP_MAYMOVE | MREMAP_FIXED, p);
                 VCHECK(p != MAP_FAILED);
-                o->addr = (uint64_t) (uintptr_t) p;
+                o->addr = (uint64_t)(uintptr_t)p;
                 region_verify(o, 0, o->len, "mremap move");
                 ctl->moves++;
                 o->history |= H_MOVED;
                 break;
         case 2:
         case 6: /* read-only for a while */
-                VCHECK(mprotect((void *) (uintptr_t) o->addr, o->len, PROT_READ) == 0);
+                VCHECK(mprotect((void *)(uintptr_t)o->addr, o->len, PROT_READ) == 0);
                 region_verify(o, 0, o->len, "mprotect(PROT_READ)");
-                VCHECK(mprotect((void *) (uintptr_t) o->addr, o->len, PROT_READ | PROT_WRITE) == 0);
+                VCHECK(mprotect((void *)(uintptr_t)o->addr, o->len, PROT_READ | PROT_WRITE) == 0);
                 region_fill(o, 0, o->len);
                 ctl->mprotects++;
                 o->history |= H_MPROTECT;
@@ -156,13 +163,13 @@ static void churn_once(uint64_t k) {
         case 3:
         case 7: { /* drop the second half: it must read as zeros */
                 size_t half = o->len / 2;
-                const uint64_t *w = (const uint64_t *) (uintptr_t) (o->addr + half);
-                VCHECK(madvise((void *) (uintptr_t) (o->addr + half), half, MADV_DONTNEED) == 0);
+                const uint64_t *w = (const uint64_t *)(uintptr_t)(o->addr + half);
+                VCHECK(madvise((void *)(uintptr_t)(o->addr + half), half, MADV_DONTNEED) == 0);
                 for (size_t i = 0; i < half / 8; i++)
                         if (w[i] != 0)
-                                victim_fail("region id %" PRIu64 ": word %zu after MADV_DONTNEED is 0x%" PRIx64
-                                            ", expected 0",
-                                            (uint64_t) o->id, half / 8 + i, w[i]);
+                                victim_fail("region id %" PRIu64
+                                            ": word %zu after MADV_DONTNEED is 0x%" PRIx64 ", expected 0",
+                                            (uint64_t)o->id, half / 8 + i, w[i]);
                 region_verify(o, 0, half, "MADV_DONTNEED of the other half");
                 region_fill(o, half, o->len);
                 ctl->dontneeds++;
@@ -170,7 +177,7 @@ static void churn_once(uint64_t k) {
                 break;
         }
         case 4: /* MADV_FREE the first half, then write it again (which cancels the free) */
-                VCHECK(madvise((void *) (uintptr_t) o->addr, o->len / 2, MADV_FREE) == 0);
+                VCHECK(madvise((void *)(uintptr_t)o->addr, o->len / 2, MADV_FREE) == 0);
                 region_fill(o, 0, o->len / 2);
                 region_verify(o, 0, o->len, "MADV_FREE");
                 ctl->frees++;
@@ -192,10 +199,11 @@ static void churn_once(uint64_t k) {
                 ctl->forks++;
         }
         barrier();
-        ((volatile Control *) ctl)->iterations++;
+        ((volatile Control *)ctl)->iterations++;
 }
 
-static _Noreturn void run(void) {
+static _Noreturn void run(void)
+{
         char *ballast;
 
         victim_init_run();
@@ -220,7 +228,8 @@ static _Noreturn void run(void) {
                 churn_once(k);
 }
 
-static int check(const char *extra) {
+static int check(const char *extra)
+{
         static const char *const windows[] = {"ballast_head", "ballast_mid", "ballast_tail"};
         const LayoutEntry *le;
         Control *c;
@@ -247,9 +256,9 @@ static int check(const char *extra) {
                         continue;
                 bad = pattern_mismatch(buf, e->addr, e->len);
                 if (bad >= 0)
-                        check_fail("%s: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64, windows[i],
-                                   e->addr + 8 * (uint64_t) bad, ((uint64_t *) buf)[bad],
-                                   pattern_word(e->addr + 8 * (uint64_t) bad));
+                        check_fail("%s: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64,
+                                   windows[i], e->addr + 8 * (uint64_t)bad, ((uint64_t *)buf)[bad],
+                                   pattern_word(e->addr + 8 * (uint64_t)bad));
                 printf("%s ok\n", windows[i]);
                 free(buf);
         }
@@ -268,8 +277,8 @@ static int check(const char *extra) {
                         missing++;
                         continue;
                 }
-                if (fstat(fileno(f), &st) < 0 || (uint64_t) st.st_size != e->len)
-                        check_fail("%s: %lld bytes, expected %" PRIu64, path, (long long) st.st_size, e->len);
+                if (fstat(fileno(f), &st) < 0 || (uint64_t)st.st_size != e->len)
+                        check_fail("%s: %lld bytes, expected %" PRIu64, path, (long long)st.st_size, e->len);
                 if (e->busy) {
                         busy++;
                         fclose(f);
@@ -288,7 +297,8 @@ static int check(const char *extra) {
                                 bool zero = true, bad = false;
                                 for (size_t q = 0; q < VICTIM_PAGE_SIZE / 8; q++) {
                                         zero = zero && pw[q] == 0;
-                                        bad = bad || pw[q] != region_word(e->id, p * VICTIM_PAGE_SIZE / 8 + q);
+                                        bad = bad ||
+                                              pw[q] != region_word(e->id, p * VICTIM_PAGE_SIZE / 8 + q);
                                 }
                                 zero_pages += zero;
                                 bad_pages += bad;
@@ -296,25 +306,31 @@ static int check(const char *extra) {
                         /* Iteration k unmaps pool[k % NPOOL] and maps id NPOOL + 1 + k in its place;
                          * the first NPOOL regions have ids 1..NPOOL: region id N goes at iteration
                          * N - 1. */
-                        check_fail("pool-%zu (id %" PRIu64 ", 0x%" PRIx64 "+%" PRIu64 ", history: %s): word %zu is 0x%" PRIx64
-                                   ", expected 0x%" PRIx64 "; %zu of %zu pages wrong, %zu of them all zero%s; the region "
-                                   "was unmapped at iteration %" PRIu64 " (the instant: iteration %" PRIu64 ")",
-                                   i, e->id, e->addr, e->len, history_str(e->history), j, w[j],
-                                   region_word(e->id, j), bad_pages, (size_t) (e->len / VICTIM_PAGE_SIZE), zero_pages,
-                                   zero_pages ? " (data passed off as zeros: neither saved nor marked discarded)" : "",
-                                   e->id - 1, c->iterations);
+                        check_fail(
+                                "pool-%zu (id %" PRIu64 ", 0x%" PRIx64 "+%" PRIu64
+                                ", history: %s): word %zu is 0x%" PRIx64 ", expected 0x%" PRIx64
+                                "; %zu of %zu pages wrong, %zu of them all zero%s; the region "
+                                "was unmapped at iteration %" PRIu64 " (the instant: iteration %" PRIu64 ")",
+                                i, e->id, e->addr, e->len, history_str(e->history), j, w[j],
+                                region_word(e->id, j), bad_pages, (size_t)(e->len / VICTIM_PAGE_SIZE),
+                                zero_pages,
+                                zero_pages
+                                        ? " (data passed off as zeros: neither saved nor marked discarded)"
+                                        : "",
+                                e->id - 1, c->iterations);
                 }
                 free(w);
                 checked++;
         }
-        printf("pool: %zu regions consistent, %zu not in the image, %zu busy at the instant; iterations=%" PRIu64
-               " forks=%" PRIu64 "\n",
+        printf("pool: %zu regions consistent, %zu not in the image, %zu busy at the instant; "
+               "iterations=%" PRIu64 " forks=%" PRIu64 "\n",
                checked, missing, busy, c->iterations, c->forks);
         free(c);
         return 0;
 }
 
-int main(int argc, char *argv[]) {
+int main(int argc, char *argv[])
+{
         int i = victim_parse_args(argc, argv);
         if (victim_check_mode)
                 return check(i < argc ? argv[i] : NULL);

@@ -19,11 +19,11 @@
 
 #include "victim.h"
 
-#define NSEG 256
-#define SEG_SIZE (256 * 1024UL)
-#define RING_SIZE (NSEG * SEG_SIZE)
-#define CHUNK (16 * 1024UL)
-#define FILL_BYTE 0xee
+#define NSEG       256
+#define SEG_SIZE   (256 * 1024UL)
+#define RING_SIZE  (NSEG * SEG_SIZE)
+#define CHUNK      (16 * 1024UL)
+#define FILL_BYTE  0xee
 #define SEG_UNUSED UINT64_MAX
 
 typedef struct Control {
@@ -40,11 +40,13 @@ typedef struct Control {
 static Control *ctl;
 static int pipefd[2];
 
-static inline uint8_t stream_byte(uint64_t off) {
-        return (uint8_t) ((off * 7) ^ (off >> 8) ^ (off >> 16) ^ (off >> 24) ^ 0x5a);
+static inline uint8_t stream_byte(uint64_t off)
+{
+        return (uint8_t)((off * 7) ^ (off >> 8) ^ (off >> 16) ^ (off >> 24) ^ 0x5a);
 }
 
-static void *writer(void *arg) {
+static void *writer(void *arg)
+{
         static uint8_t buf[CHUNK];
         uint64_t off = 0;
 
@@ -58,16 +60,17 @@ static void *writer(void *arg) {
                                         victim_fail("writer: write() failed with EINTR");
                                 victim_fail("writer: write: %m");
                         }
-                        done += (size_t) n;
+                        done += (size_t)n;
                 }
                 off += CHUNK;
-                ((volatile Control *) ctl)->sent = off;
+                ((volatile Control *)ctl)->sent = off;
                 sleep_us(2000);
         }
         return NULL;
 }
 
-static _Noreturn void run(void) {
+static _Noreturn void run(void)
+{
         volatile Control *c;
         uint8_t *ring;
         pthread_t th;
@@ -98,7 +101,7 @@ static _Noreturn void run(void) {
                 while (fill < SEG_SIZE) {
                         ssize_t n = read(pipefd[0], seg + fill, SEG_SIZE - fill);
                         if (n < 0)
-                                victim_fail("main: read() into %p failed: %s%s", (void *) (seg + fill),
+                                victim_fail("main: read() into %p failed: %s%s", (void *)(seg + fill),
                                             errno == EINTR    ? "EINTR"
                                             : errno == EFAULT ? "EFAULT"
                                                               : "",
@@ -107,13 +110,14 @@ static _Noreturn void run(void) {
                                 victim_fail("main: read() returned end of file");
                         for (ssize_t i = 0; i < n; i++)
                                 if (seg[fill + i] != stream_byte(c->received + i))
-                                        victim_fail("main: stream byte %" PRIu64 " is 0x%02x, expected 0x%02x",
+                                        victim_fail("main: stream byte %" PRIu64
+                                                    " is 0x%02x, expected 0x%02x",
                                                     c->received + i, seg[fill + i],
                                                     stream_byte(c->received + i));
-                        fill += (uint64_t) n;
+                        fill += (uint64_t)n;
                         /* received first: at any instant seg_off + seg_fill <= received. */
                         barrier();
-                        c->received += (uint64_t) n;
+                        c->received += (uint64_t)n;
                         barrier();
                         c->seg_fill[s] = fill;
                         c->reads++;
@@ -123,7 +127,8 @@ static _Noreturn void run(void) {
         }
 }
 
-static int check(void) {
+static int check(void)
+{
         const LayoutEntry *e;
         Control *c;
         uint8_t *ring;
@@ -139,16 +144,19 @@ static int check(void) {
                 if (c->seg_off[s] == SEG_UNUSED) {
                         for (size_t i = 0; i < SEG_SIZE; i++)
                                 if (seg[i] != FILL_BYTE)
-                                        check_fail("segment %zu (unused) byte %zu is 0x%02x, expected 0x%02x", s, i,
-                                                   seg[i], FILL_BYTE);
+                                        check_fail(
+                                                "segment %zu (unused) byte %zu is 0x%02x, expected 0x%02x",
+                                                s, i, seg[i], FILL_BYTE);
                         continue;
                 }
                 if (c->seg_fill[s] > SEG_SIZE || c->seg_off[s] + c->seg_fill[s] > c->received)
-                        check_fail("segment %zu: record off=%" PRIu64 " fill=%" PRIu64 " beyond received=%" PRIu64, s,
-                                   c->seg_off[s], c->seg_fill[s], c->received);
+                        check_fail("segment %zu: record off=%" PRIu64 " fill=%" PRIu64
+                                   " beyond received=%" PRIu64,
+                                   s, c->seg_off[s], c->seg_fill[s], c->received);
                 for (size_t i = 0; i < c->seg_fill[s]; i++)
                         if (seg[i] != stream_byte(c->seg_off[s] + i))
-                                check_fail("segment %zu (stream offset %" PRIu64 ") byte %zu is 0x%02x, expected 0x%02x",
+                                check_fail("segment %zu (stream offset %" PRIu64
+                                           ") byte %zu is 0x%02x, expected 0x%02x",
                                            s, c->seg_off[s], i, seg[i], stream_byte(c->seg_off[s] + i));
                 used++;
         }
@@ -159,7 +167,8 @@ static int check(void) {
         return 0;
 }
 
-int main(int argc, char *argv[]) {
+int main(int argc, char *argv[])
+{
         victim_parse_args(argc, argv);
         if (victim_check_mode)
                 return check();

@@ -25,7 +25,7 @@
 #include "victim.h"
 
 #define BALLAST_SIZE (192 * MIB)
-#define WINDOW_SIZE (2 * MIB)
+#define WINDOW_SIZE  (2 * MIB)
 
 typedef struct Control {
         uint64_t beats; /* the "progress" counter */
@@ -38,11 +38,12 @@ typedef struct Control {
 static Control *ctl;
 static pthread_mutex_t *mutex;
 
-static void *holder(void *arg) {
+static void *holder(void *arg)
+{
         sigset_t set;
         int sig, r;
 
-        ctl->holder_tid = (uint64_t) victim_gettid();
+        ctl->holder_tid = (uint64_t)victim_gettid();
         r = pthread_mutex_lock(mutex);
         if (r != 0)
                 victim_fail("holder: pthread_mutex_lock: %s", strerror(r));
@@ -58,15 +59,17 @@ static void *holder(void *arg) {
         return NULL; /* without unlocking */
 }
 
-static void *heartbeat(void *arg) {
+static void *heartbeat(void *arg)
+{
         for (;;) {
-                ((volatile Control *) ctl)->beats++;
+                ((volatile Control *)ctl)->beats++;
                 sleep_us(1000);
         }
         return NULL;
 }
 
-static const char *errno_name(int r) {
+static const char *errno_name(int r)
+{
         switch (r) {
         case 0:
                 return "0";
@@ -85,7 +88,8 @@ static const char *errno_name(int r) {
         }
 }
 
-static _Noreturn void run(void) {
+static _Noreturn void run(void)
+{
         pthread_mutexattr_t attr;
         pthread_t th, hb;
         char *ballast;
@@ -103,7 +107,7 @@ static _Noreturn void run(void) {
         VCHECK(madvise(ballast, BALLAST_SIZE, MADV_NOHUGEPAGE) == 0);
         fill_pattern(ballast, BALLAST_SIZE);
         /* The mutex gets the middle page to itself. */
-        mutex = (pthread_mutex_t *) (ballast + BALLAST_SIZE / 2);
+        mutex = (pthread_mutex_t *)(ballast + BALLAST_SIZE / 2);
         memset(mutex, 0, VICTIM_PAGE_SIZE);
         VCHECK(pthread_mutexattr_init(&attr) == 0);
         VCHECK(pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) == 0);
@@ -111,15 +115,15 @@ static _Noreturn void run(void) {
 
         VCHECK(pthread_create(&hb, NULL, heartbeat, NULL) == 0);
         VCHECK(pthread_create(&th, NULL, holder, NULL) == 0);
-        while (!((volatile Control *) ctl)->locked)
+        while (!((volatile Control *)ctl)->locked)
                 sleep_us(1000);
 
         layout_add("control", ctl, VICTIM_PAGE_SIZE);
         layout_add("progress", &ctl->beats, sizeof(ctl->beats));
         layout_add("mutex_page", mutex, VICTIM_PAGE_SIZE);
         layout_add("ballast_head", ballast, WINDOW_SIZE);
-        layout_add("ballast_below_mutex", (char *) mutex - WINDOW_SIZE, WINDOW_SIZE);
-        layout_add("ballast_above_mutex", (char *) mutex + VICTIM_PAGE_SIZE, WINDOW_SIZE);
+        layout_add("ballast_below_mutex", (char *)mutex - WINDOW_SIZE, WINDOW_SIZE);
+        layout_add("ballast_above_mutex", (char *)mutex + VICTIM_PAGE_SIZE, WINDOW_SIZE);
         layout_add("ballast_tail", ballast + BALLAST_SIZE - WINDOW_SIZE, WINDOW_SIZE);
         victim_ready();
 
@@ -141,7 +145,8 @@ static _Noreturn void run(void) {
                 pause();
 }
 
-static int check(void) {
+static int check(void)
+{
         static const char *const windows[] = {"ballast_head", "ballast_below_mutex", "ballast_above_mutex",
                                               "ballast_tail"};
         const LayoutEntry *e;
@@ -153,19 +158,20 @@ static int check(void) {
         c = bin_load("control", &e, false);
         m = bin_load("mutex_page", &e, false);
         if (!c->locked || c->holder_tid == 0)
-                check_fail("control: locked=%" PRIu64 " holder_tid=%" PRIu64 ": the holder did not hold the mutex",
+                check_fail("control: locked=%" PRIu64 " holder_tid=%" PRIu64
+                           ": the holder did not hold the mutex",
                            c->locked, c->holder_tid);
         if (c->exiting || c->joined)
                 check_fail("control: exiting=%" PRIu64 " joined=%" PRIu64
                            ": the snapshot was taken after the trigger (test error?)",
                            c->exiting, c->joined);
         /* glibc's mutex: the futex word is the owner's TID (| FUTEX_WAITERS), __owner the TID too. */
-        word = (uint32_t) m->__data.__lock;
+        word = (uint32_t)m->__data.__lock;
         if ((word & FUTEX_TID_MASK) != c->holder_tid || (word & FUTEX_OWNER_DIED))
                 check_fail("mutex futex word 0x%x at the instant, expected owner TID %" PRIu64
                            " without FUTEX_OWNER_DIED (0x%x): the page was saved after the holder exited?",
                            word, c->holder_tid, FUTEX_OWNER_DIED);
-        if ((uint64_t) m->__data.__owner != c->holder_tid)
+        if ((uint64_t)m->__data.__owner != c->holder_tid)
                 check_fail("mutex __owner %d, expected %" PRIu64, m->__data.__owner, c->holder_tid);
         printf("mutex ok: held by TID %" PRIu64 " (futex word 0x%x)\n", c->holder_tid, word);
 
@@ -176,9 +182,9 @@ static int check(void) {
                         continue;
                 bad = pattern_mismatch(buf, e->addr, e->len);
                 if (bad >= 0)
-                        check_fail("%s: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64, windows[i],
-                                   e->addr + 8 * (uint64_t) bad, ((uint64_t *) buf)[bad],
-                                   pattern_word(e->addr + 8 * (uint64_t) bad));
+                        check_fail("%s: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64,
+                                   windows[i], e->addr + 8 * (uint64_t)bad, ((uint64_t *)buf)[bad],
+                                   pattern_word(e->addr + 8 * (uint64_t)bad));
                 printf("%s ok\n", windows[i]);
                 free(buf);
         }
@@ -187,7 +193,8 @@ static int check(void) {
         return 0;
 }
 
-int main(int argc, char *argv[]) {
+int main(int argc, char *argv[])
+{
         victim_parse_args(argc, argv);
         if (victim_check_mode)
                 return check();

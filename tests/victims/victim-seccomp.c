@@ -21,7 +21,7 @@
 #include "victim.h"
 
 #define REGION_SIZE (16 * MIB)
-#define NBEAT 512
+#define NBEAT       512
 
 typedef struct Control {
         uint64_t beats; /* the "progress" counter */
@@ -33,7 +33,8 @@ typedef struct Control {
 
 static Control *ctl;
 
-static void install_filter(void) {
+static void install_filter(void)
+{
         struct sock_filter filter[] = {
                 BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
                 BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -49,7 +50,8 @@ static void install_filter(void) {
         VCHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
 }
 
-static void *heartbeat(void *arg) {
+static void *heartbeat(void *arg)
+{
         volatile Control *c = ctl;
 
         for (;;) {
@@ -62,7 +64,8 @@ static void *heartbeat(void *arg) {
         return NULL;
 }
 
-static _Noreturn void run(void) {
+static _Noreturn void run(void)
+{
         pthread_t th;
         char *region;
 
@@ -81,14 +84,15 @@ static _Noreturn void run(void) {
         /* The main thread writes too: every page of the region, with the same values. */
         for (;;) {
                 for (size_t off = 0; off < REGION_SIZE; off += VICTIM_PAGE_SIZE) {
-                        uint64_t *w = (uint64_t *) (region + off);
-                        *(volatile uint64_t *) w = pattern_word((uint64_t) (uintptr_t) w);
+                        uint64_t *w = (uint64_t *)(region + off);
+                        *(volatile uint64_t *)w = pattern_word((uint64_t)(uintptr_t)w);
                 }
                 sleep_us(10000);
         }
 }
 
-static int check(void) {
+static int check(void)
+{
         const LayoutEntry *e;
         Control *c;
         void *region;
@@ -103,21 +107,23 @@ static int check(void) {
         /* The last NBEAT beats are in the ring: beat[b % NBEAT] == b for b in (beats - NBEAT, beats]. */
         for (uint64_t b = c->beats > NBEAT ? c->beats - NBEAT + 1 : 1; b <= c->beats; b++)
                 if (c->beat[b % NBEAT] != b)
-                        check_fail("control: beat[%" PRIu64 "] = %" PRIu64 ", expected %" PRIu64 " (beats=%" PRIu64 ")",
+                        check_fail("control: beat[%" PRIu64 "] = %" PRIu64 ", expected %" PRIu64
+                                   " (beats=%" PRIu64 ")",
                                    b % NBEAT, c->beat[b % NBEAT], b, c->beats);
         region = bin_load("region", &e, false);
         bad = pattern_mismatch(region, e->addr, e->len);
         if (bad >= 0)
                 check_fail("region: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64,
-                           e->addr + 8 * (uint64_t) bad, ((uint64_t *) region)[bad],
-                           pattern_word(e->addr + 8 * (uint64_t) bad));
+                           e->addr + 8 * (uint64_t)bad, ((uint64_t *)region)[bad],
+                           pattern_word(e->addr + 8 * (uint64_t)bad));
         printf("region ok, beats=%" PRIu64 "\n", c->beats);
         free(c);
         free(region);
         return 0;
 }
 
-int main(int argc, char *argv[]) {
+int main(int argc, char *argv[])
+{
         victim_parse_args(argc, argv);
         if (victim_check_mode)
                 return check();

@@ -43,8 +43,8 @@ static const char *const region_names[N_REGIONS] = {
 };
 
 #define REGION_SIZE (8 * MIB)
-#define DATA_SIZE (4 * MIB)
-#define HUGE_SIZE (2 * MIB)
+#define DATA_SIZE   (4 * MIB)
+#define HUGE_SIZE   (2 * MIB)
 
 typedef struct Record {
         uint64_t in_progress;
@@ -72,7 +72,8 @@ static Control *ctl;
 static unsigned pause_us;
 static volatile uint64_t *regions[N_REGIONS];
 
-static void sweep_once(int r) {
+static void sweep_once(int r)
+{
         volatile Record *rec = &ctl->rec[r];
         volatile uint64_t *w = regions[r];
         size_t n = ctl->region_size[r] / 8;
@@ -89,15 +90,16 @@ static void sweep_once(int r) {
         barrier();
         rec->in_progress = 0;
         barrier();
-        ((volatile uint64_t *) ctl->sweeps)[r]++;
+        ((volatile uint64_t *)ctl->sweeps)[r]++;
         if (pause_us)
                 sleep_us(pause_us);
 }
 
-static void *sweeper(void *arg) {
-        int r = (int) (intptr_t) arg;
+static void *sweeper(void *arg)
+{
+        int r = (int)(intptr_t)arg;
 
-        ctl->rec[r].tid = (uint64_t) victim_gettid();
+        ctl->rec[r].tid = (uint64_t)victim_gettid();
         if (r == R_ARENA) {
                 /* Allocated in this thread, below the mmap threshold: from this thread's arena. */
                 void *p = malloc(REGION_SIZE);
@@ -109,7 +111,8 @@ static void *sweeper(void *arg) {
         return NULL;
 }
 
-static bool thp_allowed(void) {
+static bool thp_allowed(void)
+{
         char buf[128] = "";
         FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "re");
 
@@ -121,21 +124,22 @@ static bool thp_allowed(void) {
         return strstr(buf, "[always]") || strstr(buf, "[madvise]");
 }
 
-static void setup_regions(void) {
+static void setup_regions(void)
+{
         char *p;
         int fd;
 
         p = map_anon(REGION_SIZE, PROT_READ | PROT_WRITE, 0);
         VCHECK(madvise(p, REGION_SIZE, MADV_NOHUGEPAGE) == 0);
-        regions[R_ANON] = (uint64_t *) p;
+        regions[R_ANON] = (uint64_t *)p;
 
         p = map_anon(REGION_SIZE + HUGE_SIZE, PROT_READ | PROT_WRITE, 0);
-        p = (char *) (((uintptr_t) p + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1));
+        p = (char *)(((uintptr_t)p + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1));
         if (thp_allowed())
                 VCHECK(madvise(p, REGION_SIZE, MADV_HUGEPAGE) == 0);
         else
                 victim_log("note: transparent huge pages are disabled; 'thp' uses 4 KiB pages");
-        regions[R_THP] = (uint64_t *) p;
+        regions[R_THP] = (uint64_t *)p;
 
         fd = memfd_create("victim-sweep", MFD_CLOEXEC);
         VCHECK(fd >= 0);
@@ -143,20 +147,21 @@ static void setup_regions(void) {
         p = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         VCHECK(p != MAP_FAILED);
         close(fd);
-        regions[R_MEMFD] = (uint64_t *) p;
+        regions[R_MEMFD] = (uint64_t *)p;
 
         regions[R_BSS] = bss_region;
         regions[R_DATA] = data_region;
 
         p = malloc(REGION_SIZE);
         VCHECK(p);
-        regions[R_BRK] = (uint64_t *) p;
+        regions[R_BRK] = (uint64_t *)p;
 
         for (int r = 0; r < N_REGIONS; r++)
                 ctl->region_size[r] = r == R_DATA ? DATA_SIZE : REGION_SIZE;
 }
 
-static _Noreturn void run(size_t ballast_mib) {
+static _Noreturn void run(size_t ballast_mib)
+{
         pthread_t t;
 
         victim_init_run();
@@ -167,19 +172,19 @@ static _Noreturn void run(size_t ballast_mib) {
         ctl = map_anon(VICTIM_PAGE_SIZE, PROT_READ | PROT_WRITE, 0);
         ctl->n_regions = N_REGIONS;
         setup_regions();
-        ctl->rec[R_BRK].tid = (uint64_t) victim_gettid();
+        ctl->rec[R_BRK].tid = (uint64_t)victim_gettid();
 
         for (int r = 0; r < N_REGIONS; r++) {
                 if (r == R_BRK)
                         continue;
-                VCHECK(pthread_create(&t, NULL, sweeper, (void *) (intptr_t) r) == 0);
+                VCHECK(pthread_create(&t, NULL, sweeper, (void *)(intptr_t)r) == 0);
         }
         /* The main thread's first sweep, then wait for every thread to finish one. */
         sweep_once(R_BRK);
         for (;;) {
                 bool all = true;
                 for (int r = 0; r < N_REGIONS; r++)
-                        if (((volatile uint64_t *) ctl->sweeps)[r] < 1)
+                        if (((volatile uint64_t *)ctl->sweeps)[r] < 1)
                                 all = false;
                 if (all)
                         break;
@@ -189,7 +194,7 @@ static _Noreturn void run(size_t ballast_mib) {
         layout_add("control", ctl, VICTIM_PAGE_SIZE);
         layout_add("progress", ctl->sweeps, sizeof(ctl->sweeps));
         for (int r = 0; r < N_REGIONS; r++)
-                layout_add(region_names[r], (const void *) regions[r], ctl->region_size[r]);
+                layout_add(region_names[r], (const void *)regions[r], ctl->region_size[r]);
         if (ballast_mib > 0) {
                 void *b = map_anon(ballast_mib * MIB, PROT_READ | PROT_WRITE, 0);
                 fill_pattern(b, ballast_mib * MIB);
@@ -201,7 +206,8 @@ static _Noreturn void run(size_t ballast_mib) {
                 sweep_once(R_BRK);
 }
 
-static void check_region(int r, const Control *c, uint64_t counter) {
+static void check_region(int r, const Control *c, uint64_t counter)
+{
         const Record *rec = &c->rec[r];
         const LayoutEntry *e;
         const char *name = region_names[r];
@@ -255,7 +261,8 @@ static void check_region(int r, const Control *c, uint64_t counter) {
         free(w);
 }
 
-static int check(void) {
+static int check(void)
+{
         const LayoutEntry *e;
         Control *c;
         uint64_t counter, *progress;
@@ -279,9 +286,10 @@ static int check(void) {
                 if (b) {
                         ssize_t bad = pattern_mismatch(b, e->addr, e->len);
                         if (bad >= 0)
-                                check_fail("ballast: word at 0x%" PRIx64 " is 0x%" PRIx64 ", expected 0x%" PRIx64,
-                                           e->addr + 8 * (uint64_t) bad, ((uint64_t *) b)[bad],
-                                           pattern_word(e->addr + 8 * (uint64_t) bad));
+                                check_fail("ballast: word at 0x%" PRIx64 " is 0x%" PRIx64
+                                           ", expected 0x%" PRIx64,
+                                           e->addr + 8 * (uint64_t)bad, ((uint64_t *)b)[bad],
+                                           pattern_word(e->addr + 8 * (uint64_t)bad));
                         printf("ballast ok\n");
                         free(b);
                 }
@@ -291,7 +299,8 @@ static int check(void) {
         return 0;
 }
 
-int main(int argc, char *argv[]) {
+int main(int argc, char *argv[])
+{
         int i = victim_parse_args(argc, argv);
         size_t ballast_mib = 0;
 
@@ -303,7 +312,7 @@ int main(int argc, char *argv[]) {
                 if (strcmp(argv[i], "--ballast") == 0)
                         ballast_mib = strtoul(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--pause-us") == 0)
-                        pause_us = (unsigned) strtoul(argv[i + 1], NULL, 10);
+                        pause_us = (unsigned)strtoul(argv[i + 1], NULL, 10);
                 else
                         usage_exit();
         }

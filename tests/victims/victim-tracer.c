@@ -12,16 +12,17 @@
 
 #include "victim.h"
 
-int main(int argc, char *argv[]) {
+int main(int argc, char *argv[])
+{
         int i = victim_parse_args(argc, argv);
         pid_t pid;
 
         if (victim_check_mode || i >= argc)
                 usage_exit();
-        pid = (pid_t) atoi(argv[i]);
+        pid = (pid_t)atoi(argv[i]);
         victim_init_run();
         if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) < 0)
-                victim_fail("PTRACE_SEIZE %d: %m", (int) pid);
+                victim_fail("PTRACE_SEIZE %d: %m", (int)pid);
         victim_ready();
 
         for (;;) {
@@ -50,6 +51,6 @@ int main(int argc, char *argv[]) {
                                 ptrace(PTRACE_CONT, w, NULL, NULL);
                         continue;
                 }
-                ptrace(PTRACE_CONT, w, NULL, (void *) (uintptr_t) sig);
+                ptrace(PTRACE_CONT, w, NULL, (void *)(uintptr_t)sig);
         }
 }

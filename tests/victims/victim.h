@@ -42,7 +42,7 @@
 #include <unistd.h>
 
 #define VICTIM_PAGE_SIZE 4096UL
-#define MIB (1024UL * 1024UL)
+#define MIB              (1024UL * 1024UL)
 
 #define barrier() __asm__ __volatile__("" ::: "memory")
 /* Every victim uses only some of these helpers. */
@@ -52,7 +52,8 @@ static const char *victim_name = "victim";
 static const char *victim_dir = NULL;
 static bool victim_check_mode = false;
 
-static _unused_ void victim_vmsg(const char *prefix, const char *fmt, va_list ap) {
+static _unused_ void victim_vmsg(const char *prefix, const char *fmt, va_list ap)
+{
         char buf[1024];
 
         vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -60,7 +61,8 @@ static _unused_ void victim_vmsg(const char *prefix, const char *fmt, va_list ap
 }
 
 /* Write a whole file under DIR atomically (temporary name + rename). Best effort: returns -errno. */
-static _unused_ int victim_write_file(const char *name, const char *content) {
+static _unused_ int victim_write_file(const char *name, const char *content)
+{
         char path[PATH_MAX], tmp[PATH_MAX];
         size_t len = strlen(content);
         int fd;
@@ -68,7 +70,7 @@ static _unused_ int victim_write_file(const char *name, const char *content) {
         if (!victim_dir)
                 return -EINVAL;
         snprintf(path, sizeof(path), "%s/%s", victim_dir, name);
-        snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", victim_dir, name, (int) getpid());
+        snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", victim_dir, name, (int)getpid());
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)
                 return -errno;
@@ -83,7 +85,7 @@ static _unused_ int victim_write_file(const char *name, const char *content) {
                         return r;
                 }
                 content += n;
-                len -= (size_t) n;
+                len -= (size_t)n;
         }
         close(fd);
         if (rename(tmp, path) < 0) {
@@ -95,7 +97,8 @@ static _unused_ int victim_write_file(const char *name, const char *content) {
 }
 
 /* A failure while running: tell the test through DIR/error and stderr, then exit 1. */
-__attribute__((format(printf, 1, 2), noreturn, unused)) static void victim_fail(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2), noreturn, unused)) static void victim_fail(const char *fmt, ...)
+{
         char buf[1024];
         va_list ap;
 
@@ -111,7 +114,8 @@ __attribute__((format(printf, 1, 2), noreturn, unused)) static void victim_fail(
 }
 
 /* A broken invariant in check mode. */
-__attribute__((format(printf, 1, 2), noreturn, unused)) static void check_fail(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2), noreturn, unused)) static void check_fail(const char *fmt, ...)
+{
         va_list ap;
 
         va_start(ap, fmt);
@@ -120,7 +124,8 @@ __attribute__((format(printf, 1, 2), noreturn, unused)) static void check_fail(c
         exit(1);
 }
 
-__attribute__((format(printf, 1, 2), unused)) static void victim_log(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2), unused)) static void victim_log(const char *fmt, ...)
+{
         va_list ap;
 
         va_start(ap, fmt);
@@ -128,13 +133,14 @@ __attribute__((format(printf, 1, 2), unused)) static void victim_log(const char 
         va_end(ap);
 }
 
-#define VCHECK(expr)                                                                               \
-        do {                                                                                       \
-                if (!(expr))                                                                       \
-                        victim_fail("%s:%d: %s: %s", __FILE__, __LINE__, #expr, strerror(errno));  \
+#define VCHECK(expr)                                                                              \
+        do {                                                                                      \
+                if (!(expr))                                                                      \
+                        victim_fail("%s:%d: %s: %s", __FILE__, __LINE__, #expr, strerror(errno)); \
         } while (0)
 
-static _unused_ void usage_exit(void) {
+static _unused_ void usage_exit(void)
+{
         fprintf(stderr,
                 "usage: %s DIR          run: write DIR/layout, touch DIR/ready, run until killed\n"
                 "       %s --check DIR  check DIR/NAME.bin files extracted from an image\n",
@@ -143,7 +149,8 @@ static _unused_ void usage_exit(void) {
 }
 
 /* Parses "NAME DIR" or "NAME --check DIR"; returns the index of the first argument after DIR. */
-static _unused_ int victim_parse_args(int argc, char *argv[]) {
+static _unused_ int victim_parse_args(int argc, char *argv[])
+{
         const char *slash = strrchr(argv[0], '/');
 
         victim_name = slash ? slash + 1 : argv[0];
@@ -159,7 +166,8 @@ static _unused_ int victim_parse_args(int argc, char *argv[]) {
 }
 
 /* In run mode: die with the test (SIGKILL when the parent goes away), unbuffered stdout. */
-static _unused_ void victim_init_run(void) {
+static _unused_ void victim_init_run(void)
+{
         pid_t parent = getppid();
 
         setvbuf(stdout, NULL, _IONBF, 0);
@@ -190,24 +198,26 @@ typedef struct LayoutEntry {
 static LayoutEntry layout_entries[LAYOUT_MAX];
 static size_t layout_n = 0;
 
-static _unused_ void layout_add(const char *name, const void *addr, uint64_t len) {
+static _unused_ void layout_add(const char *name, const void *addr, uint64_t len)
+{
         if (layout_n >= LAYOUT_MAX)
                 victim_fail("too many layout entries");
         snprintf(layout_entries[layout_n].name, sizeof(layout_entries[layout_n].name), "%s", name);
-        layout_entries[layout_n].addr = (uint64_t) (uintptr_t) addr;
+        layout_entries[layout_n].addr = (uint64_t)(uintptr_t)addr;
         layout_entries[layout_n].len = len;
         layout_n++;
 }
 
 /* Writes DIR/layout, then touches DIR/ready. */
-static _unused_ void victim_ready(void) {
+static _unused_ void victim_ready(void)
+{
         char buf[LAYOUT_MAX * 128] = "";
         size_t off = 0;
 
         for (size_t i = 0; i < layout_n; i++)
-                off += (size_t) snprintf(buf + off, sizeof(buf) - off, "%s 0x%" PRIx64 " %" PRIu64 "\n",
-                                         layout_entries[i].name, layout_entries[i].addr,
-                                         layout_entries[i].len);
+                off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s 0x%" PRIx64 " %" PRIu64 "\n",
+                                        layout_entries[i].name, layout_entries[i].addr,
+                                        layout_entries[i].len);
         if (victim_write_file("layout", buf) < 0)
                 victim_fail("cannot write %s/layout: %m", victim_dir);
         if (victim_write_file("ready", "") < 0)
@@ -215,7 +225,8 @@ static _unused_ void victim_ready(void) {
 }
 
 /* Check mode: loads DIR/layout into layout_entries. */
-static _unused_ void layout_load(void) {
+static _unused_ void layout_load(void)
+{
         char path[PATH_MAX], line[256];
         FILE *f;
 
@@ -235,7 +246,8 @@ static _unused_ void layout_load(void) {
         fclose(f);
 }
 
-static _unused_ const LayoutEntry *layout_find(const char *name) {
+static _unused_ const LayoutEntry *layout_find(const char *name)
+{
         for (size_t i = 0; i < layout_n; i++)
                 if (strcmp(layout_entries[i].name, name) == 0)
                         return &layout_entries[i];
@@ -244,7 +256,8 @@ static _unused_ const LayoutEntry *layout_find(const char *name) {
 
 /* Check mode: loads DIR/NAME.bin, which must hold exactly the layout entry's length. The caller frees
  * the buffer. Returns NULL if the file does not exist and optional is true. */
-static _unused_ void *bin_load(const char *name, const LayoutEntry **ret_entry, bool optional) {
+static _unused_ void *bin_load(const char *name, const LayoutEntry **ret_entry, bool optional)
+{
         const LayoutEntry *e = layout_find(name);
         char path[PATH_MAX];
         struct stat st;
@@ -262,17 +275,17 @@ static _unused_ void *bin_load(const char *name, const LayoutEntry **ret_entry, 
         }
         if (fstat(fd, &st) < 0)
                 check_fail("fstat %s: %m", path);
-        if ((uint64_t) st.st_size != e->len)
+        if ((uint64_t)st.st_size != e->len)
                 check_fail("%s: %lld bytes, expected %" PRIu64 " (the layout's length of '%s')", path,
-                           (long long) st.st_size, e->len, name);
+                           (long long)st.st_size, e->len, name);
         buf = malloc(e->len ? e->len : 1);
         if (!buf)
                 check_fail("out of memory");
         for (uint64_t off = 0; off < e->len;) {
-                ssize_t n = read(fd, (char *) buf + off, e->len - off);
+                ssize_t n = read(fd, (char *)buf + off, e->len - off);
                 if (n <= 0)
                         check_fail("read %s: %s", path, n < 0 ? strerror(errno) : "short file");
-                off += (uint64_t) n;
+                off += (uint64_t)n;
         }
         close(fd);
         if (ret_entry)
@@ -282,7 +295,8 @@ static _unused_ void *bin_load(const char *name, const LayoutEntry **ret_entry, 
 
 /* ---- memory ---- */
 
-static _unused_ void *map_anon(size_t len, int prot, int extra_flags) {
+static _unused_ void *map_anon(size_t len, int prot, int extra_flags)
+{
         void *p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
         if (p == MAP_FAILED)
                 victim_fail("mmap(%zu): %m", len);
@@ -290,39 +304,45 @@ static _unused_ void *map_anon(size_t len, int prot, int extra_flags) {
 }
 
 /* The content fill_pattern() puts in the word at addr (addr is a multiple of 8). */
-static inline uint64_t pattern_word(uint64_t addr) {
+static inline uint64_t pattern_word(uint64_t addr)
+{
         return (addr * 0x9e3779b97f4a7c15ULL) ^ 0x5ca1ab1e00000000ULL ^ (addr >> 12);
 }
 
-static _unused_ void fill_pattern(void *p, size_t len) {
+static _unused_ void fill_pattern(void *p, size_t len)
+{
         uint64_t *w = p;
         for (size_t i = 0; i < len / 8; i++)
-                w[i] = pattern_word((uint64_t) (uintptr_t) &w[i]);
+                w[i] = pattern_word((uint64_t)(uintptr_t)&w[i]);
 }
 
 /* Returns the index of the first word that does not hold the pattern for address base + 8*i, or -1. */
-static _unused_ ssize_t pattern_mismatch(const void *buf, uint64_t base, size_t len) {
+static _unused_ ssize_t pattern_mismatch(const void *buf, uint64_t base, size_t len)
+{
         const uint64_t *w = buf;
         for (size_t i = 0; i < len / 8; i++)
                 if (w[i] != pattern_word(base + 8 * i))
-                        return (ssize_t) i;
+                        return (ssize_t)i;
         return -1;
 }
 
 /* ---- time ---- */
 
-static inline uint64_t now_ns(void) {
+static inline uint64_t now_ns(void)
+{
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+        return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static inline void sleep_us(unsigned us) {
-        struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long) (us % 1000000) * 1000};
+static inline void sleep_us(unsigned us)
+{
+        struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                 ;
 }
 
-static inline pid_t victim_gettid(void) {
-        return (pid_t) syscall(SYS_gettid);
+static inline pid_t victim_gettid(void)
+{
+        return (pid_t)syscall(SYS_gettid);
 }

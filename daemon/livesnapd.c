@@ -1,0 +1,1008 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * livesnapd: checkpoints served over D-Bus.
+ *
+ * The bus-facing process never touches a target. Each checkpoint job runs in a forked worker that calls
+ * livesnap_dump() (ptrace is per tracer thread, and a crash must cost the job, not the daemon). The worker
+ * reports progress as text lines on a pipe and ends with one line of JSON; the daemon watches the pipe
+ * and the child with sd-event, so the event loop never blocks. A worker dies with the daemon
+ * (PR_SET_PDEATHSIG): the kernel then un-protects and releases the target, and the image, written
+ * unnamed or under a temporary name in the store, never appears under a checkpoint id.
+ *
+ * Authorization uses the caller's credentials as the bus reports them, never a PID it sends: root may
+ * checkpoint any process; another user only processes whose every uid is theirs and that the kernel
+ * shows as theirs in /proc (dumpable). Users see, export and delete only their own checkpoints.
+ */
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+
+#include "config.h"
+#include "livesnap.h"
+#include "procfs.h"
+#include "store.h"
+#include "util.h"
+
+#define BUS_NAME "org.livesnap1"
+#define OBJ_PATH "/org/livesnap1"
+#define IFACE_MANAGER "org.livesnap1.Manager"
+#define IFACE_JOB "org.livesnap1.Job"
+#define IFACE_CHECKPOINT "org.livesnap1.Checkpoint"
+#define JOB_PREFIX OBJ_PATH "/job"
+#define CHECKPOINT_PREFIX OBJ_PATH "/checkpoint"
+
+#define ERR_NO_SUCH_PROCESS "org.livesnap1.Error.NoSuchProcess"
+#define ERR_PERMISSION "org.livesnap1.Error.PermissionDenied"
+#define ERR_BUSY "org.livesnap1.Error.Busy"
+#define ERR_NO_SUCH_CHECKPOINT "org.livesnap1.Error.NoSuchCheckpoint"
+#define ERR_NO_SUCH_JOB "org.livesnap1.Error.NoSuchJob"
+#define ERR_LIMITS "org.livesnap1.Error.LimitsExceeded"
+#define ERR_INVALID "org.livesnap1.Error.InvalidArgument"
+#define ERR_FAILED "org.livesnap1.Error.Failed"
+#define ERR_NOT_SUPPORTED "org.livesnap1.Error.NotSupported"
+
+typedef struct Manager Manager;
+
+typedef struct Job {
+        Manager *manager;
+        unsigned id;
+        char *path;
+        pid_t target, worker;
+        uid_t owner;
+        char *label;
+        LivesnapDumpOptions opts;
+        char checkpoint_id[STORE_ID_LEN + 1];
+        char *tmp_image;
+        uint64_t done, total;
+        const char *state; /* "running", "cancelling" */
+        int pipe_fd;
+        char buf[4096];
+        size_t buf_len;
+        char *result; /* the worker's last line */
+        bool exited, pipe_closed;
+        int exit_status;
+        sd_event_source *io, *child;
+        struct Job *next;
+} Job;
+
+struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+        Config config;
+        Store *store;
+        Job *jobs;
+        unsigned next_job_id;
+};
+
+static const char *arg_config = CONFIG_DEFAULT_PATH;
+
+/* ---- helpers ---- */
+
+static int caller_uid(sd_bus_message *m, uid_t *ret)
+{
+        sd_bus_creds *creds = NULL;
+        int r;
+
+        r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_AUGMENT, &creds);
+        if (r < 0)
+                return r;
+        r = sd_bus_creds_get_euid(creds, ret);
+        sd_bus_creds_unref(creds);
+        return r;
+}
+
+/* May uid checkpoint pid? Root may; others only processes they could ptrace themselves. */
+static int may_checkpoint(uid_t uid, pid_t pid)
+{
+        ProcStatus st;
+        struct stat s;
+        char path[64];
+        int r;
+
+        r = proc_status_read(pid, 0, &st);
+        if (r < 0)
+                return r == -ENOENT ? -ESRCH : r;
+        if (uid == 0)
+                return 0;
+        for (int i = 0; i < 4; i++)
+                if (st.uid[i] != uid)
+                        return -EPERM;
+        /* /proc/PID belongs to root for a process that is not dumpable. */
+        snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+        if (stat(path, &s) < 0)
+                return -errno == -ENOENT ? -ESRCH : -errno;
+        if (s.st_uid != uid)
+                return -EPERM;
+        return 0;
+}
+
+static Job *job_find(Manager *m, unsigned id)
+{
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->id == id)
+                        return j;
+        return NULL;
+}
+
+static Job *job_from_path(Manager *m, const char *path)
+{
+        const char *p = startswith(path, JOB_PREFIX "/") ? path + strlen(JOB_PREFIX "/") : NULL;
+        uint64_t id;
+
+        if (!p || parse_u64(p, &id) < 0 || id > UINT32_MAX)
+                return NULL;
+        return job_find(m, (unsigned)id);
+}
+
+static const StoreEntry *checkpoint_from_path(Manager *m, const char *path)
+{
+        const char *p = startswith(path, CHECKPOINT_PREFIX "/") ? path + strlen(CHECKPOINT_PREFIX "/") : NULL;
+
+        return p ? store_find(m->store, p) : NULL;
+}
+
+static char *checkpoint_path(const char *id)
+{
+        char *p = NULL;
+
+        if (asprintf(&p, CHECKPOINT_PREFIX "/%s", id) < 0)
+                return NULL;
+        return p;
+}
+
+static void job_free(Job *j)
+{
+        if (!j)
+                return;
+        sd_event_source_unref(j->io);
+        sd_event_source_unref(j->child);
+        safe_close(j->pipe_fd);
+        if (j->tmp_image)
+                (void)unlink(j->tmp_image);
+        free(j->tmp_image);
+        free(j->path);
+        free(j->label);
+        free(j->result);
+        free(j);
+}
+
+static void job_unlink(Manager *m, Job *j)
+{
+        for (Job **p = &m->jobs; *p; p = &(*p)->next)
+                if (*p == j) {
+                        *p = j->next;
+                        return;
+                }
+}
+
+/* ---- the worker ---- */
+
+static void worker_progress(void *userdata, uint64_t done, uint64_t total)
+{
+        int fd = *(int *)userdata;
+        char line[64];
+        int n = snprintf(line, sizeof(line), "P %" PRIu64 " %" PRIu64 "\n", done, total);
+
+        (void)!write(fd, line, (size_t)n);
+}
+
+_noreturn_ static void worker_main(Job *j, int fd)
+{
+        LivesnapDumpOptions o = j->opts;
+        LivesnapDumpResult res;
+        json_object *out = json_object_new_object();
+        sigset_t none;
+        const char *text;
+        int r;
+
+        /* Die with the daemon: the kernel then releases the target for us. */
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+                _exit(1);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGTERM, SIG_DFL);
+
+        o.progress = worker_progress;
+        o.userdata = &fd;
+        r = livesnap_dump(j->target, j->tmp_image, &o, &res);
+
+        json_object_object_add(out, "ok", json_object_new_boolean(r >= 0));
+        json_object_object_add(out, "errno", json_object_new_int(-r));
+        json_object_object_add(out, "error", json_object_new_string(res.error));
+        json_object_object_add(out, "freeze_us", json_object_new_uint64(res.freeze_us));
+        json_object_object_add(out, "elapsed_ms", json_object_new_uint64(res.elapsed_ms));
+        json_object_object_add(out, "pages_saved", json_object_new_uint64(res.pages_saved));
+        json_object_object_add(out, "pages_zero", json_object_new_uint64(res.pages_zero));
+        json_object_object_add(out, "pages_discarded", json_object_new_uint64(res.pages_discarded));
+        json_object_object_add(out, "pages_unsaved", json_object_new_uint64(res.pages_unsaved));
+        json_object_object_add(out, "threads", json_object_new_uint64(res.threads));
+        json_object_object_add(out, "image_bytes", json_object_new_uint64(res.image_bytes));
+        json_object_object_add(out, "peak_buffer_bytes", json_object_new_uint64(res.peak_buffer_bytes));
+        text = json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN);
+        (void)!write(fd, "R ", 2);
+        (void)!write(fd, text, strlen(text));
+        (void)!write(fd, "\n", 1);
+        _exit(r >= 0 ? 0 : 1);
+}
+
+static void job_finish(Job *j);
+
+static int job_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Job *j = userdata;
+        ssize_t n;
+
+        n = read(fd, j->buf + j->buf_len, sizeof(j->buf) - 1 - j->buf_len);
+        if (n <= 0) {
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        return 0;
+                j->pipe_closed = true;
+                j->io = sd_event_source_disable_unref(j->io);
+                if (j->exited)
+                        job_finish(j);
+                return 0;
+        }
+        j->buf_len += (size_t)n;
+        j->buf[j->buf_len] = 0;
+
+        char *line = j->buf, *nl;
+        bool progressed = false;
+        while ((nl = strchr(line, '\n'))) {
+                *nl = 0;
+                if (line[0] == 'P') {
+                        unsigned long long d, t;
+                        if (sscanf(line, "P %llu %llu", &d, &t) == 2) {
+                                j->done = d;
+                                j->total = t;
+                                progressed = true;
+                        }
+                } else if (line[0] == 'R' && line[1] == ' ') {
+                        free(j->result);
+                        j->result = strdup(line + 2);
+                }
+                line = nl + 1;
+        }
+        j->buf_len = strlen(line);
+        memmove(j->buf, line, j->buf_len + 1);
+        if (j->buf_len == sizeof(j->buf) - 1)
+                j->buf_len = 0; /* a line that long is not ours: drop it */
+
+        if (progressed)
+                (void)sd_bus_emit_properties_changed(j->manager->bus, j->path, IFACE_JOB, "Progress", NULL);
+        return 0;
+}
+
+static int job_on_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Job *j = userdata;
+
+        j->exited = true;
+        j->exit_status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
+        if (si->si_code != CLD_EXITED) {
+                free(j->result);
+                j->result = NULL;
+                if (asprintf(&j->result, "{\"ok\":false,\"error\":\"the worker was killed by signal %s\"}",
+                             strsignal(si->si_status)) < 0)
+                        j->result = NULL;
+        }
+        if (j->pipe_closed || si->si_code != CLD_EXITED)
+                job_finish(j);
+        return 0;
+}
+
+/* The job is over: file the checkpoint, tell the bus, forget the job. */
+static void job_finish(Job *j)
+{
+        Manager *m = j->manager;
+        json_object *res = j->result ? json_tokener_parse(j->result) : NULL, *v;
+        const char *error = "the worker ended without a result";
+        bool ok = false;
+        _cleanup_free_ char *cpath = NULL;
+
+        if (res && json_object_object_get_ex(res, "ok", &v))
+                ok = json_object_get_boolean(v);
+        if (res && json_object_object_get_ex(res, "error", &v) && *json_object_get_string(v))
+                error = json_object_get_string(v);
+
+        if (ok && j->exit_status == 0) {
+                StoreEntry e = { .owner = j->owner, .label = j->label, .pid = j->target };
+                _cleanup_free_ char *exe = NULL;
+                char **argv = NULL;
+                _cleanup_free_ char *cmdline = NULL;
+                struct timespec ts;
+
+                memcpy(e.id, j->checkpoint_id, sizeof(e.id));
+                clock_gettime(CLOCK_REALTIME, &ts);
+                e.time_usec = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+                if (json_object_object_get_ex(res, "freeze_us", &v))
+                        e.freeze_us = json_object_get_uint64(v);
+                if (proc_exe_read(j->target, &exe) >= 0)
+                        e.exe = exe;
+                if (proc_cmdline_read(j->target, &argv) >= 0) {
+                        size_t len = 0;
+                        for (char **a = argv; *a; a++)
+                                len += strlen(*a) + 1;
+                        cmdline = calloc(1, len + 1);
+                        for (char **a = argv; cmdline && *a; a++) {
+                                if (a != argv)
+                                        strcat(cmdline, " ");
+                                strcat(cmdline, *a);
+                        }
+                        strv_free(argv);
+                        e.cmdline = cmdline;
+                }
+                if (store_add(m->store, &e, j->tmp_image) < 0) {
+                        ok = false;
+                        error = "filing the checkpoint in the store failed";
+                } else {
+                        free(j->tmp_image);
+                        j->tmp_image = NULL;
+                        cpath = checkpoint_path(e.id);
+                        (void)sd_bus_emit_signal(m->bus, OBJ_PATH, IFACE_MANAGER, "CheckpointAdded", "so", e.id,
+                                                 cpath);
+                        (void)store_apply_retention(m->store, m->config.max_checkpoints_per_user,
+                                                    m->config.max_age_sec, e.time_usec, NULL, NULL);
+                }
+        } else
+                ok = false;
+
+        (void)sd_bus_emit_signal(m->bus, OBJ_PATH, IFACE_MANAGER, "JobRemoved", "uossss", j->id, j->path,
+                                 ok ? "done" : (streq(j->state, "cancelling") ? "canceled" : "failed"),
+                                 ok ? j->checkpoint_id : "", ok ? "" : error, j->result ?: "{}");
+        (void)sd_bus_emit_object_removed(m->bus, j->path);
+        json_object_put(res);
+        job_unlink(m, j);
+        job_free(j);
+}
+
+/* ---- org.livesnap1.Manager ---- */
+
+static int read_options(sd_bus_message *msg, Job *j, sd_bus_error *error)
+{
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                const char *key;
+                uint64_t t;
+
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "label")) {
+                        const char *s;
+                        r = sd_bus_message_read(msg, "v", "s", &s);
+                        if (r < 0)
+                                return sd_bus_error_setf(error, ERR_INVALID, "option \"label\" must be a string");
+                        if (!store_label_valid(s))
+                                return sd_bus_error_setf(error, ERR_INVALID,
+                                                         "invalid label: at most %d bytes of UTF-8, no control "
+                                                         "characters, no '/'",
+                                                         STORE_LABEL_MAX);
+                        free(j->label);
+                        j->label = strdup(s);
+                } else if (streq(key, "buffer_size") || streq(key, "rate_limit")) {
+                        r = sd_bus_message_read(msg, "v", "t", &t);
+                        if (r < 0)
+                                return sd_bus_error_setf(error, ERR_INVALID, "option \"%s\" must be a uint64 (t)",
+                                                         key);
+                        if (streq(key, "buffer_size")) {
+                                if (t < (4ULL << 20) || t > (64ULL << 30))
+                                        return sd_bus_error_setf(error, ERR_INVALID,
+                                                                 "buffer_size must be between 4 MiB and 64 GiB");
+                                j->opts.buffer_size = t;
+                        } else
+                                j->opts.rate_limit = t;
+                } else if (streq(key, "compress_level")) {
+                        uint32_t u;
+                        r = sd_bus_message_read(msg, "v", "u", &u);
+                        if (r < 0 || u > 19)
+                                return sd_bus_error_setf(error, ERR_INVALID,
+                                                         "option \"compress_level\" must be a uint32 from 0 to 19");
+                        j->opts.compress_level = (int)u;
+                } else
+                        return sd_bus_error_setf(error, ERR_INVALID, "unknown option \"%s\"", key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(msg);
+}
+
+static int method_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        Job *j = NULL;
+        unsigned n_all = 0, n_user = 0;
+        uint32_t pid;
+        uid_t uid;
+        int pipefd[2], r;
+        pid_t child;
+
+        r = caller_uid(msg, &uid);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "u", &pid);
+        if (r < 0)
+                return r;
+        if (pid == 0 || pid > INT32_MAX)
+                return sd_bus_error_setf(error, ERR_INVALID, "invalid PID %" PRIu32, pid);
+
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->pipe_fd = -EBADF;
+        j->opts = (LivesnapDumpOptions){ .buffer_size = m->config.buffer_size, .rate_limit = m->config.rate_limit,
+                                         .compress_level = m->config.compress_level };
+        j->label = strdup("");
+        r = read_options(msg, j, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                goto fail;
+
+        if ((pid_t)pid == getpid()) {
+                r = sd_bus_error_setf(error, ERR_INVALID, "PID %" PRIu32 " is livesnapd itself", pid);
+                goto fail;
+        }
+        r = may_checkpoint(uid, (pid_t)pid);
+        if (r == -ESRCH) {
+                r = sd_bus_error_setf(error, ERR_NO_SUCH_PROCESS, "PID %" PRIu32 ": no such process", pid);
+                goto fail;
+        }
+        if (r == -EPERM) {
+                r = sd_bus_error_setf(error, ERR_PERMISSION,
+                                      "user %u may not checkpoint PID %" PRIu32 " (not a process it may trace)",
+                                      (unsigned)uid, pid);
+                goto fail;
+        }
+        if (r < 0)
+                goto fail;
+
+        for (Job *k = m->jobs; k; k = k->next) {
+                if (k->target == (pid_t)pid) {
+                        r = sd_bus_error_setf(error, ERR_BUSY, "PID %" PRIu32 " is being checkpointed (job %u)",
+                                              pid, k->id);
+                        goto fail;
+                }
+                n_all++;
+                if (k->owner == uid)
+                        n_user++;
+        }
+        if (n_all >= m->config.max_jobs || n_user >= m->config.max_jobs_per_user) {
+                r = sd_bus_error_setf(error, ERR_LIMITS, "too many checkpoint jobs running (%u of %u; %u of %u for "
+                                      "user %u)",
+                                      n_all, m->config.max_jobs, n_user, m->config.max_jobs_per_user, (unsigned)uid);
+                goto fail;
+        }
+
+        j->manager = m;
+        j->id = ++m->next_job_id;
+        j->target = (pid_t)pid;
+        j->owner = uid;
+        j->state = "running";
+        if (asprintf(&j->path, JOB_PREFIX "/%u", j->id) < 0 || !j->label) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        r = store_new_id(m->store, j->checkpoint_id, &j->tmp_image);
+        if (r < 0)
+                goto fail;
+
+        if (pipe2(pipefd, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        child = fork();
+        if (child < 0) {
+                r = -errno;
+                safe_close(pipefd[0]);
+                safe_close(pipefd[1]);
+                goto fail;
+        }
+        if (child == 0) {
+                safe_close(pipefd[0]);
+                worker_main(j, pipefd[1]);
+        }
+        safe_close(pipefd[1]);
+        j->worker = child;
+        j->pipe_fd = pipefd[0];
+        (void)fcntl(j->pipe_fd, F_SETFL, O_NONBLOCK);
+
+        r = sd_event_add_io(m->event, &j->io, j->pipe_fd, EPOLLIN, job_on_io, j);
+        if (r >= 0)
+                r = sd_event_add_child(m->event, &j->child, child, WEXITED, job_on_exit, j);
+        if (r < 0) {
+                kill(child, SIGKILL);
+                (void)waitpid(child, NULL, 0);
+                goto fail;
+        }
+
+        j->next = m->jobs;
+        m->jobs = j;
+        (void)sd_bus_emit_object_added(m->bus, j->path);
+        return sd_bus_reply_method_return(msg, "uo", j->id, j->path);
+
+fail:
+        job_free(j);
+        return r;
+}
+
+static int method_list_checkpoints(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        sd_bus_message *reply = NULL;
+        uid_t uid;
+        int r;
+
+        r = caller_uid(msg, &uid);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssuuttto)");
+        for (size_t i = 0; r >= 0 && i < store_n_entries(m->store); i++) {
+                const StoreEntry *e = store_entry(m->store, i);
+                _cleanup_free_ char *p = NULL;
+
+                if (uid != 0 && e->owner != uid)
+                        continue;
+                p = checkpoint_path(e->id);
+                if (!p) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = sd_bus_message_append(reply, "(ssuuttto)", e->id, e->label, (uint32_t)e->owner,
+                                          (uint32_t)e->pid, e->time_usec, e->size, e->freeze_us, p);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        sd_bus_message_unref(reply);
+        return r;
+}
+
+/* The entry id names, if the caller may see it; sets a named error otherwise. */
+static const StoreEntry *own_checkpoint(Manager *m, sd_bus_message *msg, const char *id, sd_bus_error *error)
+{
+        const StoreEntry *e;
+        uid_t uid;
+
+        if (!store_id_valid(id)) {
+                sd_bus_error_setf(error, ERR_INVALID, "invalid checkpoint id \"%s\" (16 hex digits expected)", id);
+                return NULL;
+        }
+        e = store_find(m->store, id);
+        if (!e || caller_uid(msg, &uid) < 0 || (uid != 0 && e->owner != uid)) {
+                /* Someone else's checkpoint does not exist, as far as this caller knows. */
+                sd_bus_error_setf(error, ERR_NO_SUCH_CHECKPOINT, "no checkpoint %s", id);
+                return NULL;
+        }
+        return e;
+}
+
+static int method_get_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_free_ char *p = NULL;
+        const char *id;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &id);
+        if (r < 0)
+                return r;
+        if (!own_checkpoint(m, msg, id, error))
+                return -EINVAL;
+        p = checkpoint_path(id);
+        if (!p)
+                return -ENOMEM;
+        return sd_bus_reply_method_return(msg, "o", p);
+}
+
+static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_free_ char *p = NULL;
+        char id[STORE_ID_LEN + 1];
+        const char *s;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &s);
+        if (r < 0)
+                return r;
+        if (!own_checkpoint(m, msg, s, error))
+                return -EINVAL;
+        snprintf(id, sizeof(id), "%s", s);
+        r = store_delete(m->store, id);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, -r, "deleting checkpoint %s failed: %s", id, strerror(-r));
+        p = checkpoint_path(id);
+        (void)sd_bus_emit_signal(m->bus, OBJ_PATH, IFACE_MANAGER, "CheckpointRemoved", "so", id, p ?: "/");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        _cleanup_free_ char *image = NULL;
+        _cleanup_close_ int in = -EBADF;
+        const char *id, *format;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "ssh", &id, &format, &fd);
+        if (r < 0)
+                return r;
+        if (!own_checkpoint(m, msg, id, error))
+                return -EINVAL;
+        if (!streq(format, "image"))
+                return sd_bus_error_setf(error, streq(format, "core") ? ERR_NOT_SUPPORTED : ERR_INVALID,
+                                         "export format \"%s\" is not supported by this livesnapd (supported: "
+                                         "image)",
+                                         format);
+
+        /* Copy in the daemon's loop: images are large, but a pipe or file fd the caller gave us. A
+         * caller that stops reading a pipe stalls only its own request (the fd is made blocking). */
+        image = store_image_path(m->store, id);
+        in = open(image, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+                return sd_bus_error_set_errnof(error, errno, "cannot open checkpoint %s: %m", id);
+        for (;;) {
+                char buf[1 << 16];
+                ssize_t n = read(in, buf, sizeof(buf)), w = 0;
+                if (n < 0)
+                        return sd_bus_error_set_errnof(error, errno, "reading checkpoint %s: %m", id);
+                if (n == 0)
+                        break;
+                while (w < n) {
+                        ssize_t k = write(fd, buf + w, (size_t)(n - w));
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return sd_bus_error_set_errnof(error, errno, "writing the export: %m");
+                        }
+                        w += k;
+                }
+        }
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        sd_bus_message *reply = NULL;
+        uid_t uid;
+        int r;
+
+        r = caller_uid(msg, &uid);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(usuuttso)");
+        for (Job *j = m->jobs; r >= 0 && j; j = j->next)
+                if (uid == 0 || j->owner == uid)
+                        r = sd_bus_message_append(reply, "(usuuttso)", j->id, j->state, (uint32_t)j->owner,
+                                                  (uint32_t)j->target, j->done, j->total, j->label, j->path);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        sd_bus_message_unref(reply);
+        return r;
+}
+
+static int job_cancel(Job *j, sd_bus_message *msg, sd_bus_error *error)
+{
+        uid_t uid;
+        int r;
+
+        r = caller_uid(msg, &uid);
+        if (r < 0)
+                return r;
+        if (uid != 0 && uid != j->owner)
+                return sd_bus_error_setf(error, ERR_NO_SUCH_JOB, "no job %u", j->id);
+        j->state = "cancelling";
+        /* The engine turns SIGTERM into a clean abort: target released, nothing filed. */
+        (void)kill(j->worker, SIGTERM);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_cancel_job(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        uint32_t id;
+        Job *j;
+        int r;
+
+        r = sd_bus_message_read(msg, "u", &id);
+        if (r < 0)
+                return r;
+        j = job_find(m, id);
+        if (!j)
+                return sd_bus_error_setf(error, ERR_NO_SUCH_JOB, "no job %" PRIu32, id);
+        return job_cancel(j, msg, error);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Checkpoint", SD_BUS_ARGS("u", pid, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job_path), method_checkpoint,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListCheckpoints", SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a(ssuuttto)", checkpoints), method_list_checkpoints,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetCheckpoint", SD_BUS_ARGS("s", id), SD_BUS_RESULT("o", path),
+                                method_get_checkpoint, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Export", SD_BUS_ARGS("s", id, "s", format, "h", fd), SD_BUS_NO_RESULT,
+                                method_export, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Delete", SD_BUS_ARGS("s", id), SD_BUS_NO_RESULT, method_delete,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(usuuttso)", jobs), method_list_jobs,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CancelJob", SD_BUS_ARGS("u", id), SD_BUS_NO_RESULT, method_cancel_job,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("CheckpointAdded", SD_BUS_ARGS("s", id, "o", path), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("CheckpointRemoved", SD_BUS_ARGS("s", id, "o", path), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("JobRemoved",
+                                SD_BUS_ARGS("u", id, "o", path, "s", result, "s", checkpoint_id, "s", error, "s",
+                                            details),
+                                0),
+        SD_BUS_VTABLE_END,
+};
+
+/* ---- org.livesnap1.Job ---- */
+
+static int job_find_cb(sd_bus *bus, const char *path, const char *iface, void *userdata, void **found,
+                       sd_bus_error *error)
+{
+        Job *j = job_from_path(userdata, path);
+
+        if (!j)
+                return 0;
+        *found = j;
+        return 1;
+}
+
+static int job_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***ret, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        size_t n = 0, k = 0;
+        char **l;
+
+        for (Job *j = m->jobs; j; j = j->next)
+                n++;
+        l = calloc(n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (Job *j = m->jobs; j; j = j->next)
+                l[k++] = strdup(j->path);
+        *ret = l;
+        return 0;
+}
+
+static int job_property_progress(sd_bus *bus, const char *path, const char *iface, const char *prop,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+
+        return sd_bus_message_append(reply, "(tt)", j->done, j->total);
+}
+
+static int job_property_state(sd_bus *bus, const char *path, const char *iface, const char *prop,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+
+        return sd_bus_message_append(reply, "s", j->state);
+}
+
+static int job_method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return job_cancel(userdata, msg, error);
+}
+
+static const sd_bus_vtable job_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "u", NULL, offsetof(Job, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Pid", "u", NULL, offsetof(Job, target), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Job, owner), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Label", "s", NULL, offsetof(Job, label), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", job_property_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Progress", "(tt)", job_property_progress, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD("Cancel", NULL, NULL, job_method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
+
+/* ---- org.livesnap1.Checkpoint ---- */
+
+static int checkpoint_find_cb(sd_bus *bus, const char *path, const char *iface, void *userdata, void **found,
+                              sd_bus_error *error)
+{
+        const StoreEntry *e = checkpoint_from_path(userdata, path);
+
+        if (!e)
+                return 0;
+        *found = (void *)e;
+        return 1;
+}
+
+static int checkpoint_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***ret, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        size_t n = store_n_entries(m->store);
+        char **l = calloc(n + 1, sizeof(char *));
+
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                l[i] = checkpoint_path(store_entry(m->store, i)->id);
+        *ret = l;
+        return 0;
+}
+
+static const sd_bus_vtable checkpoint_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(StoreEntry, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Label", "s", NULL, offsetof(StoreEntry, label), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(StoreEntry, owner), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Pid", "u", NULL, offsetof(StoreEntry, pid), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Exe", "s", NULL, offsetof(StoreEntry, exe), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CommandLine", "s", NULL, offsetof(StoreEntry, cmdline), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Time", "t", NULL, offsetof(StoreEntry, time_usec), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Size", "t", NULL, offsetof(StoreEntry, size), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("FreezeUSec", "t", NULL, offsetof(StoreEntry, freeze_us), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_VTABLE_END,
+};
+
+/* ---- main ---- */
+
+static void help(void)
+{
+        printf("Usage: livesnapd [--config FILE]\n"
+               "\n"
+               "The livesnap checkpoint service: org.livesnap1 on the system bus.\n"
+               "\n"
+               "  -c --config FILE   Configuration (default: " CONFIG_DEFAULT_PATH ")\n"
+               "  -h --help          Show this help\n"
+               "     --version       Show the version\n"
+               "\n"
+               "See livesnapd(8) and livesnap.json(5).\n");
+}
+
+static int parse_argv(int argc, char *argv[])
+{
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "config", required_argument, NULL, 'c' },
+                { "version", no_argument, NULL, 'V' },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case 'V':
+                        printf("livesnapd %s\n", LIVESNAP_VERSION);
+                        return 0;
+                case 'c':
+                        arg_config = optarg;
+                        break;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "livesnapd: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static int run(int argc, char *argv[])
+{
+        Manager m = {};
+        sigset_t mask;
+        char err[512] = "";
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+
+        config_init(&m.config);
+        r = config_load(&m.config, arg_config, streq(arg_config, CONFIG_DEFAULT_PATH), err, sizeof(err));
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: bad configuration: %s\n", err);
+                goto out;
+        }
+        r = store_open(m.config.store_dir ?: "/var/lib/livesnap", &m.store, err, sizeof(err));
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: %s\n", err[0] ? err : strerror(-r));
+                goto out;
+        }
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        r = sd_event_default(&m.event);
+        if (r >= 0)
+                r = sd_event_add_signal(m.event, NULL, SIGTERM, NULL, NULL);
+        if (r >= 0)
+                r = sd_event_add_signal(m.event, NULL, SIGINT, NULL, NULL);
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: cannot set up the event loop: %s\n", strerror(-r));
+                goto out;
+        }
+
+        r = sd_bus_open_system(&m.bus);
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: cannot connect to the system bus: %s\n", strerror(-r));
+                goto out;
+        }
+        r = sd_bus_add_object_vtable(m.bus, NULL, OBJ_PATH, IFACE_MANAGER, manager_vtable, &m);
+        if (r >= 0)
+                r = sd_bus_add_fallback_vtable(m.bus, NULL, JOB_PREFIX, IFACE_JOB, job_vtable, job_find_cb, &m);
+        if (r >= 0)
+                r = sd_bus_add_node_enumerator(m.bus, NULL, JOB_PREFIX, job_enumerate, &m);
+        if (r >= 0)
+                r = sd_bus_add_fallback_vtable(m.bus, NULL, CHECKPOINT_PREFIX, IFACE_CHECKPOINT, checkpoint_vtable,
+                                               checkpoint_find_cb, &m);
+        if (r >= 0)
+                r = sd_bus_add_node_enumerator(m.bus, NULL, CHECKPOINT_PREFIX, checkpoint_enumerate, &m);
+        if (r >= 0)
+                r = sd_bus_add_object_manager(m.bus, NULL, OBJ_PATH);
+        if (r >= 0)
+                r = sd_bus_attach_event(m.bus, m.event, 0);
+        if (r >= 0)
+                r = sd_bus_request_name(m.bus, BUS_NAME, 0);
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: cannot serve %s on the system bus: %s\n", BUS_NAME, strerror(-r));
+                goto out;
+        }
+
+        fprintf(stderr, "livesnapd: serving %s, store %s, %zu checkpoints\n", BUS_NAME, store_dir(m.store),
+                store_n_entries(m.store));
+        r = sd_event_loop(m.event);
+
+out:
+        for (Job *j = m.jobs, *next; j; j = next) {
+                next = j->next;
+                if (j->worker > 0) {
+                        kill(j->worker, SIGTERM);
+                        (void)waitpid(j->worker, NULL, 0);
+                }
+                job_free(j);
+        }
+        m.bus = sd_bus_flush_close_unref(m.bus);
+        m.event = sd_event_unref(m.event);
+        m.store = store_free(m.store);
+        config_done(&m.config);
+        return r;
+}
+
+int main(int argc, char *argv[])
+{
+        int r = run(argc, argv);
+        return r < 0 ? 1 : 0;
+}
