@@ -57,7 +57,7 @@ $(BUILD)/livesnapd: $(BUILD)/daemon/livesnapd.o $(BUILD)/libdaemon.a $(BUILD)/li
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell $(PKG_CONFIG) --libs libsystemd)
 
 $(BUILD)/livesnap: $(CLI_OBJS) $(BUILD)/liblivesnap.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/liblivesnap.a $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/liblivesnap.a $(LIBS) $(shell $(PKG_CONFIG) --libs libsystemd)
 
 # Unit tests use cmocka and link the static library (internal API).
 $(BUILD)/tests/test-%: tests/test-%.c $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a

@@ -29,6 +29,14 @@ static void help(void)
                "  verify FILE            Check an image's structure and checksums\n"
                "  cat FILE ADDR LEN      Write LEN bytes of memory at ADDR, as they were, to stdout\n"
                "\n"
+               "Through the livesnapd service:\n"
+               "  checkpoint PID         Take a checkpoint kept by livesnapd (--wait to follow it)\n"
+               "  list                   List your checkpoints\n"
+               "  show ID                Show one checkpoint\n"
+               "  delete ID              Delete a checkpoint\n"
+               "  jobs                   List running checkpoint jobs\n"
+               "  cancel JOB             Cancel a job\n"
+               "\n"
                "Options:\n"
                "  -h --help              Show this help\n"
                "     --version           Show the version\n"
@@ -246,6 +254,12 @@ static int run(int argc, char *argv[])
                 { "info", verb_info },
                 { "verify", verb_verify },
                 { "cat", verb_cat },
+                { "checkpoint", verb_checkpoint },
+                { "list", verb_list },
+                { "show", verb_show },
+                { "delete", verb_delete },
+                { "jobs", verb_jobs },
+                { "cancel", verb_cancel },
         };
 
         if (argc < 2) {

@@ -17,6 +17,9 @@
  *   livesnap info FILE [--json]
  *   livesnap verify FILE [--json]
  *   livesnap cat FILE ADDR LEN          ADDR and LEN decimal or 0x-hex; raw bytes on stdout
+ *
+ * Through livesnapd: checkpoint PID [--label L] [--wait] [--json], list [--json], show ID [--json],
+ * delete ID, jobs [--json], cancel JOB.
  */
 
 enum {
@@ -31,6 +34,14 @@ int verb_dump(int argc, char *argv[]);
 int verb_info(int argc, char *argv[]);
 int verb_verify(int argc, char *argv[]);
 int verb_cat(int argc, char *argv[]);
+
+/* Through livesnapd (cli/client.c). */
+int verb_checkpoint(int argc, char *argv[]);
+int verb_list(int argc, char *argv[]);
+int verb_show(int argc, char *argv[]);
+int verb_delete(int argc, char *argv[]);
+int verb_jobs(int argc, char *argv[]);
+int verb_cancel(int argc, char *argv[]);
 
 /* "livesnap: " prefix, message, newline, on stderr. */
 void log_error(const char *fmt, ...) __attribute__((__format__(printf, 1, 2)));

@@ -856,9 +856,17 @@ static int checkpoint_enumerate(sd_bus *bus, const char *prefix, void *userdata,
         return 0;
 }
 
+static int checkpoint_property_id(sd_bus *bus, const char *path, const char *iface, const char *prop,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        const StoreEntry *e = userdata;
+
+        return sd_bus_message_append(reply, "s", e->id);
+}
+
 static const sd_bus_vtable checkpoint_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(StoreEntry, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Id", "s", checkpoint_property_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Label", "s", NULL, offsetof(StoreEntry, label), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(StoreEntry, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Pid", "u", NULL, offsetof(StoreEntry, pid), SD_BUS_VTABLE_PROPERTY_CONST),

@@ -55,12 +55,21 @@ skip() {
 
 cleanup_add() { CLEANUP_PIDS+=("$@"); }
 
+ppid_of() {
+        local stat
+        stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 0
+        stat=${stat##*) }
+        stat=${stat#* }
+        echo "${stat%% *}"
+}
+
 _cleanup() {
         local rc=$? pid
         trap - EXIT
         set +e
         for pid in "${CLEANUP_PIDS[@]}"; do
-                kill -KILL "$pid" 2>/dev/null
+                # Only our own children: a PID reaped earlier may belong to someone else by now.
+                [[ $(ppid_of "$pid") == "$BASHPID" ]] && kill -KILL "$pid" 2>/dev/null
         done
         for pid in "${CLEANUP_PIDS[@]}"; do
                 { wait "$pid"; } 2>/dev/null
@@ -154,6 +163,7 @@ bg_start() {
 
 # kill_wait PID: SIGKILL a process this shell started and reap it (quietly).
 kill_wait() {
+        [[ $(ppid_of "$1") == "$BASHPID" ]] || die "kill_wait: $1 is not a child of the test"
         kill -KILL "$1" 2>/dev/null || true
         { wait "$1"; } 2>/dev/null || true
 }

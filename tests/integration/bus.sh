@@ -1,0 +1,193 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# livesnapd on a private dbus-daemon that loads the project's own policy file: introspection, a
+# checkpoint of the generation-sweep victim through the CLI checked for one cut per sweep, rights
+# (a user refused root's process, served for its own, blind to root's checkpoints), job limits,
+# cancel, a killed worker and a killed daemon leaving the target intact, restart keeping the store,
+# named errors for bad arguments, and bad configurations refused with file and line.
+set -euo pipefail
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/../lib.sh"
+
+require_uffd_wp
+require_build
+require_cmd dbus-daemon busctl jq setpriv
+LIVESNAPD=${LIVESNAPD:-$BUILD/livesnapd}
+[[ -x $LIVESNAPD ]] || die "$LIVESNAPD not built"
+top=$(cd "$(dirname "$0")/../.." && pwd)
+
+# ---- a private system bus with our policy ----
+cat >"$TEST_TMP/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$TEST_TMP/bus.socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>$top/systemd/org.livesnap1.conf</include>
+</busconfig>
+EOF
+bg_start dbus-daemon --config-file="$TEST_TMP/bus.conf" --nofork --nopidfile
+wait_until 10 "the private bus" test -S "$TEST_TMP/bus.socket"
+chmod 0777 "$TEST_TMP/bus.socket"
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$TEST_TMP/bus.socket
+
+STORE=$TEST_TMP/store
+cat >"$TEST_TMP/livesnap.json" <<EOF
+{
+  "store_dir": "$STORE",
+  "max_jobs": 3,
+  "max_jobs_per_user": 2,
+  "rate_limit": "32M"
+}
+EOF
+
+DAEMON_PID=
+start_daemon() {
+	bg_start "$LIVESNAPD" --config "$TEST_TMP/livesnap.json"
+	DAEMON_PID=$BG_PID
+	wait_until 10 "livesnapd on the bus" busctl status org.livesnap1 >/dev/null 2>&1
+}
+daemon_alive() { kill -0 "$DAEMON_PID" 2>/dev/null; }
+# Runs the CLI as user nobody.
+as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups "$@"; }
+
+# ---- no daemon: a clear message ----
+expect_exit 1 "$LIVESNAP" list
+grep -q "livesnapd is not running" "$TEST_TMP/err" || die "no clear message without a daemon: $(cat "$TEST_TMP/err")"
+
+start_daemon
+[[ $(stat -c %a "$STORE") == 700 ]] || die "the store is not mode 0700"
+
+# ---- introspection ----
+busctl introspect org.livesnap1 /org/livesnap1 >"$TEST_TMP/introspect"
+for member in .Checkpoint .ListCheckpoints .GetCheckpoint .Export .Delete .ListJobs .CancelJob \
+	.CheckpointAdded .CheckpointRemoved .JobRemoved; do
+	grep -q "^\\$member " "$TEST_TMP/introspect" || die "introspection lacks org.livesnap1.Manager$member"
+done
+log "introspection lists every Manager member"
+
+# ---- a checkpoint of the sweep victim, checked for one cut per sweep ----
+victim_start victim-sweep
+SWEEP=$VICTIM_PID
+SWEEP_DIR=$VICTIM_DIR
+"$LIVESNAP" checkpoint "$SWEEP" --label "sweep test" --wait --json >"$TEST_TMP/cp.json" ||
+	die "checkpoint --wait failed"
+ID=$(jq -er .id "$TEST_TMP/cp.json")
+jq -e '.freeze_us > 0 and .pages_saved > 0' "$TEST_TMP/cp.json" >/dev/null || die "checkpoint --json lacks figures"
+[[ $(stat -c '%a %U' "$STORE/$ID.lsnap") == "600 root" ]] || die "checkpoint file is not 0600 root"
+out=$TEST_TMP/check
+mkdir "$out"
+cp "$SWEEP_DIR/layout" "$out/"
+cat_layout "$STORE/$ID.lsnap" "$out"
+victim_check victim-sweep "$out"
+assert_victim_ok "$SWEEP" "$SWEEP_DIR"
+"$LIVESNAP" show "$ID" --json | jq -e --arg id "$ID" '.Id == $id and .Label == "sweep test"' >/dev/null ||
+	die "show does not describe the checkpoint"
+log "checkpoint $ID through the daemon is point-in-time"
+
+# ---- rights ----
+expect_exit 1 as_nobody "$LIVESNAP" checkpoint "$SWEEP" --wait
+grep -q "may not checkpoint" "$TEST_TMP/err" || die "nobody was not refused root's process: $(cat "$TEST_TMP/err")"
+as_nobody "$LIVESNAP" list --json | jq -e 'length == 0' >/dev/null || die "nobody sees root's checkpoints"
+expect_exit 1 as_nobody "$LIVESNAP" delete "$ID"
+grep -q "no checkpoint" "$TEST_TMP/err" || die "nobody could address root's checkpoint"
+VICTIM_USER=nobody victim_start victim-sweep
+MINE=$VICTIM_PID
+as_nobody "$LIVESNAP" checkpoint "$MINE" --wait --json >"$TEST_TMP/mine.json" || die "nobody was refused its own process"
+MINE_ID=$(jq -er .id "$TEST_TMP/mine.json")
+[[ $(stat -c '%a %U' "$STORE/$MINE_ID.lsnap") == "600 nobody" ]] || die "nobody's checkpoint is not 0600 nobody"
+as_nobody "$LIVESNAP" list --json | jq -e --arg id "$MINE_ID" 'length == 1 and .[0].id == $id' >/dev/null ||
+	die "nobody does not see exactly its own checkpoint"
+assert_victim_ok "$MINE" "$VICTIM_DIR"
+log "rights: refused root's process, served its own, sees only its own"
+
+# ---- bad arguments: named errors ----
+expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Checkpoint 'ua{sv}' 0 0
+grep -q "invalid PID" "$TEST_TMP/err" || die "PID 0 not refused clearly"
+expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Checkpoint 'ua{sv}' 999999999 0
+grep -qi "no such process\|invalid PID" "$TEST_TMP/err" || die "a missing PID not refused clearly"
+expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Checkpoint 'ua{sv}' "$SWEEP" 1 \
+	buffer_size s big
+grep -q "must be a uint64" "$TEST_TMP/err" || die "a bad option type not refused clearly"
+expect_exit 2 "$LIVESNAP" checkpoint "$SWEEP" --label "a/b"
+grep -q "invalid label" "$TEST_TMP/err" || die "a label with '/' not refused"
+expect_exit 2 "$LIVESNAP" show "../../etc/passwd"
+grep -q "invalid checkpoint id" "$TEST_TMP/err" || die "a bad id not refused"
+expect_exit 1 "$LIVESNAP" show 0123456789abcdef
+grep -q "no checkpoint" "$TEST_TMP/err" || die "an unknown id not refused"
+log "bad arguments get named errors"
+
+# ---- a slow target for jobs that last (32 MiB/s over ~256 MiB) ----
+victim_start victim-churn
+SLOW=$VICTIM_PID
+SLOW_DIR=$VICTIM_DIR
+
+# limits: 2 jobs per user, the third refused
+"$LIVESNAP" checkpoint "$SLOW" >/dev/null || die "job 1 refused"
+expect_exit 1 "$LIVESNAP" checkpoint "$SLOW"
+grep -q "being checkpointed" "$TEST_TMP/err" || die "a second job on the same PID was not refused as busy"
+"$LIVESNAP" checkpoint "$SWEEP" >/dev/null || die "job 2 refused"
+expect_exit 1 "$LIVESNAP" checkpoint "$MINE"
+grep -q "too many checkpoint jobs" "$TEST_TMP/err" || die "a job past the limit was not refused"
+log "job limits hold"
+
+# cancel the slow one
+JOB=$("$LIVESNAP" jobs --json | jq -er --argjson pid "$SLOW" '.[] | select(.pid == $pid) | .job')
+"$LIVESNAP" cancel "$JOB" || die "cancel failed"
+wait_until 20 "the jobs to end" bash -c "[[ \$('$LIVESNAP' jobs --json | jq length) == 0 ]]"
+assert_victim_ok "$SLOW" "$SLOW_DIR"
+log "cancel: job gone, target intact"
+
+# a killed worker
+"$LIVESNAP" checkpoint "$SLOW" >/dev/null
+sleep 0.5
+WORKER=$(pgrep -P "$DAEMON_PID" | head -n 1)
+[[ -n $WORKER ]] || die "no worker process under livesnapd"
+kill -KILL "$WORKER"
+wait_until 20 "the job to end" bash -c "[[ \$('$LIVESNAP' jobs --json | jq length) == 0 ]]"
+daemon_alive || die "livesnapd died with its worker"
+assert_victim_ok "$SLOW" "$SLOW_DIR"
+log "killed worker: job failed, daemon alive, target intact"
+
+# a killed daemon
+n_before=$("$LIVESNAP" list --json | jq length)
+"$LIVESNAP" checkpoint "$SLOW" >/dev/null
+sleep 0.5
+kill -KILL "$DAEMON_PID"
+sleep 0.5
+assert_victim_ok "$SLOW" "$SLOW_DIR"
+start_daemon
+n_after=$("$LIVESNAP" list --json | jq length)
+((n_after == n_before)) || die "the store changed across a killed job and a restart ($n_before -> $n_after)"
+"$LIVESNAP" show "$ID" >/dev/null || die "restart lost checkpoint $ID"
+ls -A "$STORE" | grep -q '^\.' && die "a temporary file survived the restart: $(ls -A "$STORE")"
+log "killed daemon: target intact; restart keeps the store"
+
+"$LIVESNAP" delete "$ID" || die "delete failed"
+expect_exit 1 "$LIVESNAP" show "$ID"
+[[ ! -e $STORE/$ID.lsnap ]] || die "delete left the image"
+
+# ---- bad configurations: refused with file and line ----
+printf '{\n  "store_dir": "/tmp/x",\n  "max_jobz": 3\n}\n' >"$TEST_TMP/bad.json"
+expect_exit 1 "$LIVESNAPD" --config "$TEST_TMP/bad.json"
+grep -q "bad.json:3: unknown key \"max_jobz\"" "$TEST_TMP/err" || die "bad config message: $(cat "$TEST_TMP/err")"
+printf '{\n  "max_jobs": 3,\n  "rate_limit" "1M"\n}\n' >"$TEST_TMP/bad.json"
+expect_exit 1 "$LIVESNAPD" --config "$TEST_TMP/bad.json"
+grep -q "bad.json:3:" "$TEST_TMP/err" || die "syntax error message: $(cat "$TEST_TMP/err")"
+log "bad configurations refused with file and line"
