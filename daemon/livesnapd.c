@@ -636,12 +636,63 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+/* An export runs in a child process: images are large, and the event loop must not block on the
+ * caller's fd. The reply goes out when the child ends. */
+typedef struct Export {
+        sd_bus_message *msg;
+        sd_event_source *child;
+} Export;
+
+static int export_copy(const char *image, int out)
+{
+        _cleanup_close_ int in = open(image, O_RDONLY | O_CLOEXEC);
+
+        if (in < 0)
+                return -errno;
+        for (;;) {
+                char buf[1 << 16];
+                ssize_t n = read(in, buf, sizeof(buf)), w = 0;
+
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        return 0;
+                while (w < n) {
+                        ssize_t k = write(out, buf + w, (size_t)(n - w));
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return -errno;
+                        }
+                        w += k;
+                }
+        }
+}
+
+static int export_on_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+        Export *x = userdata;
+
+        if (si->si_code == CLD_EXITED && si->si_status == 0)
+                (void)sd_bus_reply_method_return(x->msg, NULL);
+        else if (si->si_code == CLD_EXITED)
+                (void)sd_bus_reply_method_errorf(x->msg, ERR_FAILED, "export failed: %s", strerror(si->si_status));
+        else
+                (void)sd_bus_reply_method_errorf(x->msg, ERR_FAILED, "export failed: the exporter was killed by "
+                                                 "signal %s", strsignal(si->si_status));
+        sd_bus_message_unref(x->msg);
+        sd_event_source_disable_unref(x->child);
+        free(x);
+        return 0;
+}
+
 static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
         _cleanup_free_ char *image = NULL;
-        _cleanup_close_ int in = -EBADF;
         const char *id, *format;
+        Export *x;
+        pid_t child;
         int fd, r;
 
         r = sd_bus_message_read(msg, "ssh", &id, &format, &fd);
@@ -654,31 +705,33 @@ static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                                          "export format \"%s\" is not supported by this livesnapd (supported: "
                                          "image)",
                                          format);
-
-        /* Copy in the daemon's loop: images are large, but a pipe or file fd the caller gave us. A
-         * caller that stops reading a pipe stalls only its own request (the fd is made blocking). */
         image = store_image_path(m->store, id);
-        in = open(image, O_RDONLY | O_CLOEXEC);
-        if (in < 0)
-                return sd_bus_error_set_errnof(error, errno, "cannot open checkpoint %s: %m", id);
-        for (;;) {
-                char buf[1 << 16];
-                ssize_t n = read(in, buf, sizeof(buf)), w = 0;
-                if (n < 0)
-                        return sd_bus_error_set_errnof(error, errno, "reading checkpoint %s: %m", id);
-                if (n == 0)
-                        break;
-                while (w < n) {
-                        ssize_t k = write(fd, buf + w, (size_t)(n - w));
-                        if (k < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                return sd_bus_error_set_errnof(error, errno, "writing the export: %m");
-                        }
-                        w += k;
-                }
+        if (!image)
+                return -ENOMEM;
+
+        x = calloc(1, sizeof(*x));
+        if (!x)
+                return -ENOMEM;
+        child = fork();
+        if (child < 0) {
+                free(x);
+                return -errno;
         }
-        return sd_bus_reply_method_return(msg, NULL);
+        if (child == 0) {
+                (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+                r = export_copy(image, fd);
+                _exit(r < 0 ? -r : 0);
+        }
+        x->msg = sd_bus_message_ref(msg);
+        r = sd_event_add_child(m->event, &x->child, child, WEXITED, export_on_exit, x);
+        if (r < 0) {
+                kill(child, SIGKILL);
+                (void)waitpid(child, NULL, 0);
+                sd_bus_message_unref(x->msg);
+                free(x);
+                return r;
+        }
+        return 1; /* replied to later */
 }
 
 static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *error)

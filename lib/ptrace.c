@@ -36,9 +36,15 @@
 
 #define XSTATE_MAX (64U << 10)
 
-static const long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT | PTRACE_O_TRACEEXEC;
+/* TRACESYSGOOD marks syscall-stops with 0x80: a stop that, unlike a single-step's SIGTRAP, leaves no
+ * signal behind to kill the target if we die while it is stopped there. */
+static const long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT | PTRACE_O_TRACEEXEC |
+                                  PTRACE_O_TRACESYSGOOD;
 
 #define errf(...) (err ? (void)snprintf(err, errlen, __VA_ARGS__) : (void)0)
+
+static int tracee_note_status(Target *t, Tracee *tr, int status);
+static int seccomp_can_suspend(void);
 
 Tracee *target_find(Target *t, pid_t tid)
 {
@@ -156,7 +162,7 @@ int target_write_memory(Target *t, uint64_t addr, const void *buf, size_t len)
         return (size_t)n == len ? 0 : -EIO;
 }
 
-static int check_target(pid_t pid, ProcStatus *st, char *err, size_t errlen)
+int target_check(pid_t pid, ProcStatus *st, char *err, size_t errlen)
 {
         int r;
 
@@ -222,7 +228,7 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
         char path[64];
         int r;
 
-        r = check_target(pid, &st, err, errlen);
+        r = target_check(pid, &st, err, errlen);
         if (r < 0)
                 return r;
 
@@ -317,6 +323,92 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
 
 fail:
         free(tids);
+        target_free(t);
+        return r;
+}
+
+int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
+{
+        Target *t = NULL;
+        ProcStatus st;
+        char path[64];
+        Tracee *tr;
+        int r, status;
+
+        r = target_check(pid, &st, err, errlen);
+        if (r < 0)
+                return r;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->pid = pid;
+        t->mem_fd = -EBADF;
+        t->pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
+        if (t->pidfd < 0) {
+                r = -errno;
+                errf("PID %d: %s", (int)pid, r == -ESRCH ? "no such process" : strerror(-r));
+                goto fail;
+        }
+        if (st.seccomp > 0) {
+                if (seccomp_can_suspend() <= 0) {
+                        errf("PID %d (%s) runs under a seccomp filter and this caller cannot suspend it "
+                             "(needs CAP_SYS_ADMIN and no filter of its own): refusing to inject a syscall "
+                             "the filter might punish",
+                             (int)pid, st.name);
+                        r = -EOPNOTSUPP;
+                        goto fail;
+                }
+                t->suspend_seccomp = true;
+        }
+        if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)seize_options) < 0) {
+                r = -errno;
+                if (r == -EPERM)
+                        errf("not permitted to trace PID %d (%s): %s", (int)pid, st.name, strerror(EPERM));
+                else
+                        errf("failed to seize PID %d (%s): %s", (int)pid, st.name, strerror(-r));
+                goto fail;
+        }
+        tr = target_add(t, pid);
+        if (!tr) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+        t->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (t->mem_fd < 0) {
+                r = -errno;
+                errf("PID %d: cannot open %s: %s", (int)pid, path, strerror(-r));
+                goto fail;
+        }
+        if (ptrace(PTRACE_INTERRUPT, pid, NULL, NULL) < 0) {
+                r = -errno;
+                errf("failed to interrupt PID %d: %s", (int)pid, strerror(-r));
+                goto fail;
+        }
+        while (tr->state == TRACEE_RUNNING) {
+                if (waitpid(pid, &status, __WALL) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        errf("waiting for PID %d failed: %s", (int)pid, strerror(-r));
+                        goto fail;
+                }
+                (void)tracee_note_status(t, tr, status);
+                tr = target_find(t, pid);
+                if (!tr || tr->state == TRACEE_GONE || tr->state == TRACEE_EXITING) {
+                        errf("PID %d exited while being attached", (int)pid);
+                        r = -ESRCH;
+                        goto fail;
+                }
+                if (t->execed) {
+                        errf("PID %d called execve while being attached", (int)pid);
+                        r = -ECANCELED;
+                        goto fail;
+                }
+        }
+        *ret = t;
+        return 0;
+fail:
         target_free(t);
         return r;
 }
@@ -559,8 +651,9 @@ int target_inject_syscall(Target *t, pid_t tid, long nr, const uint64_t args[6],
                 goto restore_opts;
         }
 
-        for (;;) {
-                if (ptrace(PTRACE_SINGLESTEP, tid, NULL, NULL) < 0) {
+        /* Run to the syscall's entry stop, then to its exit stop. */
+        for (bool entered = false;;) {
+                if (ptrace(PTRACE_SYSCALL, tid, NULL, NULL) < 0) {
                         r = -errno;
                         goto restore;
                 }
@@ -580,24 +673,29 @@ int target_inject_syscall(Target *t, pid_t tid, long nr, const uint64_t args[6],
                         r = -EIO;
                         goto restore;
                 }
-                if (ptrace(PTRACE_GETREGS, tid, NULL, &regs) < 0) {
-                        r = -errno;
-                        goto restore;
-                }
-                if (WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0 && regs.rip == t->syscall_gadget + 2)
-                        break;
                 if ((status >> 16) == PTRACE_EVENT_EXIT) {
                         tr->state = TRACEE_EXITING;
                         return -ESRCH;
                 }
-                /* Another signal arrived before the step completed: keep it for later, step again. */
-                if ((status >> 16) == 0 && WSTOPSIG(status) != SIGTRAP)
-                        tr->pending_signal = WSTOPSIG(status);
-                if (regs.rip != t->syscall_gadget) {
-                        /* Should not happen: the step ran elsewhere. Do not guess. */
-                        r = -EIO;
-                        goto restore;
+                if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+                        if (ptrace(PTRACE_GETREGS, tid, NULL, &regs) < 0) {
+                                r = -errno;
+                                goto restore;
+                        }
+                        if (!entered) {
+                                if ((long)regs.orig_rax != nr) {
+                                        /* Stopped in some other syscall: do not guess. */
+                                        r = -EIO;
+                                        goto restore;
+                                }
+                                entered = true;
+                                continue;
+                        }
+                        break;
                 }
+                /* A signal arrived before the syscall ran: keep it for later, go on. */
+                if ((status >> 16) == 0 && tr->pending_signal == 0)
+                        tr->pending_signal = WSTOPSIG(status);
         }
 
         *ret_result = (int64_t)regs.rax;
@@ -607,9 +705,8 @@ restore:
         if (ptrace(PTRACE_SETREGS, tid, NULL, &saved) < 0 && r == 0)
                 r = -errno;
 
-        /* The step left the thread in a SIGTRAP signal-delivery-stop. Were we killed now, the kernel
-         * would deliver that SIGTRAP on detach and kill the target. Move it to an interrupt stop: the
-         * queued interrupt traps it again inside the kernel before it runs any user code. */
+        /* Back in an interrupt stop, as before: the queued interrupt traps the thread again inside the
+         * kernel, before it runs any user code. */
         if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) == 0 && ptrace(PTRACE_CONT, tid, NULL, NULL) == 0)
                 for (;;) {
                         if (waitpid(tid, &status, __WALL) < 0) {
@@ -639,28 +736,40 @@ restore_opts:
         return r;
 }
 
+/*
+ * glibc keeps each thread's tid word (the address set_tid_address() gave the kernel) at a fixed offset
+ * from the thread pointer. Learn that offset from this process and use it for a target thread only if
+ * the word there holds that thread's tid. Asking the thread with an injected prctl() would work for any
+ * libc, but an injection during the freeze is a moment in which our death would leave the thread on
+ * borrowed registers; threads of other libcs go without (their robust lists are still handled).
+ */
+static int64_t glibc_tid_offset(void)
+{
+        uint64_t fs = 0;
+        int *ctid = NULL;
+
+        if (syscall(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &fs) < 0 ||
+            prctl(PR_GET_TID_ADDRESS, &ctid, 0, 0, 0) < 0 || !ctid)
+                return -1;
+        if ((uint64_t)(uintptr_t)ctid < fs || (uint64_t)(uintptr_t)ctid - fs >= 65536)
+                return -1;
+        return (int64_t)((uint64_t)(uintptr_t)ctid - fs);
+}
+
 int target_read_tid_addresses(Target *t)
 {
+        int64_t off = glibc_tid_offset();
+
         for (size_t i = 0; i < t->n_threads; i++) {
                 Tracee *tr = &t->threads[i];
                 struct user_regs_struct regs;
-                uint64_t args[6] = { PR_GET_TID_ADDRESS }, addr = 0;
-                int64_t res;
-                int r;
+                int32_t word;
 
-                /* A thread in group-stop would leave it if stepped: leave it alone. */
-                if (tr->state != TRACEE_STOPPED)
-                        continue;
-                if (ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) < 0)
-                        continue;
-
-                /* Scratch: well below the ABI's 128-byte red zone, memory the thread does not use. */
-                args[1] = ALIGN_DOWN((uint64_t)regs.rsp - 512, 16);
-                r = target_inject_syscall(t, tr->tid, SYS_prctl, args, &res);
-                if (r < 0)
-                        return r;
-                if (res == 0 && target_read_memory(t, args[1], &addr, sizeof(addr)) >= 0)
-                        tr->clear_child_tid = addr;
+                if (off >= 0 && (tr->state == TRACEE_STOPPED || tr->state == TRACEE_GROUPSTOP) &&
+                    ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) == 0 && regs.fs_base != 0 &&
+                    target_read_memory(t, regs.fs_base + (uint64_t)off, &word, sizeof(word)) >= 0 &&
+                    word == tr->tid)
+                        tr->clear_child_tid = regs.fs_base + (uint64_t)off;
         }
         return 0;
 }

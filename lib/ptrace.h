@@ -43,6 +43,13 @@ typedef struct Target {
         bool execed, exited;     /* seen PTRACE_EVENT_EXEC / the whole group exited */
 } Target;
 
+/* The refusals (itself, kernel thread, zombie, thread id, already traced, no such process). */
+struct ProcStatus;
+int target_check(pid_t pid, struct ProcStatus *st, char *err, size_t errlen);
+
+/* Seizes and stops the main thread only: for the short-lived injector process. */
+int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen);
+
 /* Refusal checks, pidfd, and PTRACE_SEIZE of every thread (not yet stopped). err gets a message. */
 int target_attach(pid_t pid, Target **ret, char *err, size_t errlen);
 
@@ -55,7 +62,7 @@ int target_capture_threads(Target *t);
 /* Runs syscall nr with args inside stopped thread tid; the thread's registers are restored after. */
 int target_inject_syscall(Target *t, pid_t tid, long nr, const uint64_t args[6], int64_t *ret_result);
 
-/* Reads the address each stopped thread's kernel will clear at exit (PR_GET_TID_ADDRESS). */
+/* Finds the address each stopped thread's kernel will clear at exit (glibc threads; see ptrace.c). */
 int target_read_tid_addresses(Target *t);
 
 /* Resumes every stopped thread (re-delivering signals they were stopped with). */

@@ -1189,9 +1189,8 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
  * pulled out with pidfd_getfd), and have the target run the ioctl. Every fd it got is closed again.
  * Scratch memory for the syscalls' arguments is below the thread's stack red zone.
  */
-static int uffd_via_device(Engine *e, Tracee *tr, int64_t *ret_fd_in_target, char *err, size_t errlen)
+static int uffd_via_device(Target *t, Tracee *tr, int64_t *ret_fd_in_target, char *err, size_t errlen)
 {
-        Target *t = e->target;
         _cleanup_close_ int dev = -EBADF, ours = -EBADF;
         struct user_regs_struct regs;
         int32_t sv[2] = { -1, -1 };
@@ -1311,66 +1310,129 @@ finish:
         return r;
 }
 
-static int create_uffd(Engine *e, char *err, size_t errlen)
+/*
+ * Creating the uffd means running syscalls on a target thread's borrowed registers. If we died in that
+ * moment, the kernel would let the thread run on from our syscall instruction and it would crash. So a
+ * child process does it, before the freeze, on the main thread alone: the child outlives us if we are
+ * killed, finishes (closing the target's copy of the fd), restores the registers and lets go. We take
+ * our copy of the fd with pidfd_getfd() while the child waits, then tell it to finish.
+ */
+typedef struct InjectorReport {
+        int r;
+        int fd_in_target;
+        char err[256];
+} InjectorReport;
+
+_noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd)
 {
-        Target *t = e->target;
-        Tracee *tr = target_find(t, t->pid);
+        InjectorReport rep = { .fd_in_target = -1 };
         uint64_t args[6] = { O_CLOEXEC | O_NONBLOCK };
+        Target *t = NULL;
+        int64_t fd = -1, res;
+        char byte;
+
+        rep.r = target_attach_main(pid, &t, rep.err, sizeof(rep.err));
+        if (rep.r >= 0) {
+                Tracee *tr = target_find(t, pid);
+
+                rep.r = target_inject_syscall(t, pid, SYS_userfaultfd, args, &fd);
+                if (rep.r < 0)
+                        snprintf(rep.err, sizeof(rep.err), "running userfaultfd() inside PID %d failed: %s",
+                                 (int)pid, strerror(-rep.r));
+                else if (fd == -EPERM)
+                        rep.r = uffd_via_device(t, tr, &fd, rep.err, sizeof(rep.err));
+                else if (fd < 0) {
+                        rep.r = (int)fd;
+                        snprintf(rep.err, sizeof(rep.err), "userfaultfd() inside PID %d failed: %s", (int)pid,
+                                 strerror(-rep.r));
+                }
+                if (rep.r >= 0)
+                        rep.fd_in_target = (int)fd;
+        }
+        (void)!write(report_fd, &rep, sizeof(rep));
+
+        /* Wait for our parent to take its copy (or to die), then close the target's. */
+        while (read(done_fd, &byte, 1) < 0 && errno == EINTR)
+                ;
+        if (rep.fd_in_target >= 0) {
+                args[0] = (uint64_t)rep.fd_in_target;
+                (void)target_inject_syscall(t, pid, SYS_close, args, &res);
+        }
+        target_free(t);
+        _exit(rep.r < 0 ? 1 : 0);
+}
+
+static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
+{
         struct uffdio_api api = {
                 .api = UFFD_API,
                 .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
                             UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID,
         };
-        int64_t fd_in_target = -1, res;
-        int r;
+        InjectorReport rep = {};
+        int report[2] = { -1, -1 }, done[2] = { -1, -1 }, pidfd = -1, r;
+        pid_t child;
+        ssize_t n;
 
-        if (!tr || (tr->state != TRACEE_STOPPED && tr->state != TRACEE_GROUPSTOP))
-                for (size_t i = 0; i < t->n_threads; i++)
-                        if (t->threads[i].state == TRACEE_STOPPED) {
-                                tr = &t->threads[i];
-                                break;
-                        }
-        if (!tr) {
-                snprintf(err, errlen, "no stopped thread to run userfaultfd() in");
-                return -ESRCH;
+        if (pipe2(report, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "pipe: %s", strerror(-r));
+                goto out;
         }
+        child = fork();
+        if (child < 0) {
+                r = -errno;
+                snprintf(err, errlen, "fork: %s", strerror(-r));
+                goto out;
+        }
+        if (child == 0) {
+                safe_close(report[0]);
+                safe_close(done[1]);
+                injector_main(pid, report[1], done[0]);
+        }
+        report[1] = safe_close(report[1]);
+        done[0] = safe_close(done[0]);
 
-        r = target_inject_syscall(t, tr->tid, SYS_userfaultfd, args, &fd_in_target);
-        if (r < 0) {
-                snprintf(err, errlen, "running userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
-                return r;
-        }
-        if (fd_in_target == -EPERM) {
-                err[0] = 0;
-                r = uffd_via_device(e, tr, &fd_in_target, err, errlen);
+        do
+                n = read(report[0], &rep, sizeof(rep));
+        while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)sizeof(rep)) {
+                r = -EIO;
+                snprintf(err, errlen, "the injector process ended without a report");
+        } else if (rep.r < 0) {
+                r = rep.r;
+                rep.err[sizeof(rep.err) - 1] = 0;
+                snprintf(err, errlen, "%s", rep.err);
+        } else {
+                pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
+                e->uffd = pidfd < 0 ? -1 : (int)syscall(__NR_pidfd_getfd, pidfd, rep.fd_in_target, 0);
+                r = e->uffd < 0 ? -errno : 0;
                 if (r < 0)
-                        return r;
-        } else if (fd_in_target < 0) {
-                r = (int)fd_in_target;
-                snprintf(err, errlen, "userfaultfd() inside PID %d failed: %s", (int)t->pid, strerror(-r));
-                return r;
+                        snprintf(err, errlen, "pidfd_getfd of the userfaultfd failed: %s", strerror(-r));
         }
 
-        e->uffd = (int)syscall(__NR_pidfd_getfd, t->pidfd, (int)fd_in_target, 0);
-        r = e->uffd < 0 ? -errno : 0;
-
-        /* Close the target's copy at once: if we die, ours is the last reference and its release
-         * un-protects everything. */
-        args[0] = (uint64_t)fd_in_target;
-        (void)target_inject_syscall(t, tr->tid, SYS_close, args, &res);
-
-        if (r < 0) {
-                snprintf(err, errlen, "pidfd_getfd of the userfaultfd failed: %s", strerror(-r));
-                return r;
-        }
+        /* Let the injector close the target's copy and detach; wait for it so the main thread is free
+         * for our own PTRACE_SEIZE. */
+        done[1] = safe_close(done[1]);
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+                ;
+        if (r < 0)
+                goto out;
 
         if (ioctl(e->uffd, UFFDIO_API, &api) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "this kernel's userfaultfd lacks write-protect or events (UFFDIO_API: %s)",
                          strerror(-r));
-                return r == -EINVAL ? -EOPNOTSUPP : r;
+                if (r == -EINVAL)
+                        r = -EOPNOTSUPP;
         }
-        return 0;
+out:
+        safe_close(report[0]);
+        safe_close(report[1]);
+        safe_close(done[0]);
+        safe_close(done[1]);
+        safe_close(pidfd);
+        return r;
 }
 
 /* ---- the supervisor ---- */
@@ -1732,6 +1794,16 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 }
         }
 
+        {
+                ProcStatus st;
+                r = target_check(pid, &st, res->error, sizeof(res->error));
+                if (r < 0)
+                        goto out;
+        }
+        r = create_uffd(e, pid, res->error, sizeof(res->error));
+        if (r < 0)
+                goto out;
+
         /* The writer runs from the start, so pages copied during the freeze stay within the buffer too. */
         r = -pthread_create(&writer, NULL, writer_thread, e);
         if (r < 0) {
@@ -1764,10 +1836,6 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                         res->threads++;
         debug_step("capture registers", &t_step);
 
-        r = create_uffd(e, res->error, sizeof(res->error));
-        if (r < 0)
-                goto out;
-        debug_step("create userfaultfd", &t_step);
 
         r = target_read_tid_addresses(e->target);
         if (r < 0) {

@@ -8,7 +8,8 @@
 #   VICTIMS   victim programs (default: $BUILD/tests/victims)
 #
 # Every test gets a private temporary directory $TEST_TMP. Processes started with victim_start or
-# bg_start, and any PID passed to cleanup_add, are SIGKILLed on exit, and $TEST_TMP is removed.
+# bg_start, and any PID passed to cleanup_add, are SIGKILLed on exit, commands given to at_cleanup
+# run, and $TEST_TMP is removed. Do not set a trap on EXIT of your own (use at_cleanup).
 # Exit status 77 means skipped; the last line printed says why.
 
 BUILD=${BUILD:-build}
@@ -55,6 +56,12 @@ skip() {
 
 cleanup_add() { CLEANUP_PIDS+=("$@"); }
 
+# at_cleanup CMD...: runs CMD on exit, after the processes are killed and before $TEST_TMP is removed
+# (e.g. to unmount something under it). Use this rather than a trap of your own: a test's
+# `trap ... EXIT` replaces this file's, and its processes and $TEST_TMP would be left behind.
+CLEANUP_CMDS=()
+at_cleanup() { CLEANUP_CMDS+=("$*"); }
+
 ppid_of() {
         local stat
         stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 0
@@ -64,7 +71,7 @@ ppid_of() {
 }
 
 _cleanup() {
-        local rc=$? pid
+        local rc=$? pid cmd
         trap - EXIT
         set +e
         for pid in "${CLEANUP_PIDS[@]}"; do
@@ -73,6 +80,9 @@ _cleanup() {
         done
         for pid in "${CLEANUP_PIDS[@]}"; do
                 { wait "$pid"; } 2>/dev/null
+        done
+        for cmd in "${CLEANUP_CMDS[@]}"; do
+                eval "$cmd"
         done
         if ((rc != 0)) && [[ -n ${KEEP_TMP:-} ]]; then
                 echo "$TEST_NAME: kept $TEST_TMP" >&2

@@ -106,7 +106,7 @@ test_kill_after() {
 for phase in attaching frozen copying finishing; do
         test_stop_at "$phase"
 done
-for delay in 0.005 0.01 0.02 0.05 0.1 0.2 0.3 0.5 0.8 1.2; do
+for delay in 0.005 0.01 0.02 0.05 0.2 0.5 1.0; do
         test_kill_after "$delay"
 done
 log "the victim survived every kill"
