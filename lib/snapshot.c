@@ -342,7 +342,7 @@ static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discar
 
 /* ---- buffer ---- */
 
-static Chunk *buffer_get(Engine *e, uint64_t vaddr, size_t npages)
+static Chunk *buffer_get(Engine *e, uint64_t vaddr, size_t npages, bool is_fault)
 {
         size_t bytes = npages << PAGE_SHIFT_4K;
         uint64_t t0 = 0;
@@ -362,7 +362,8 @@ static Chunk *buffer_get(Engine *e, uint64_t vaddr, size_t npages)
         if (e->buf_used > e->buf_peak)
                 e->buf_peak = e->buf_used;
         pthread_mutex_unlock(&e->buf_lock);
-        if (t0)
+        /* The throttle is what the target feels: the time its faults waited for room. */
+        if (t0 && is_fault)
                 atomic_fetch_add(&e->throttle_us, now_usec() - t0);
 
         c = malloc(sizeof(Chunk) + npages + 64 + bytes);
@@ -528,7 +529,7 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
         pthread_mutex_unlock(&e->lock);
 
         if (claimed > 0) {
-                c = buffer_get(e, range_image_addr(rg, run_start), npages);
+                c = buffer_get(e, range_image_addr(rg, run_start), npages, mode == SAVE_FAULT);
                 if (!c) {
                         r = atomic_load(&e->stop) ? -ECANCELED : -ENOMEM;
                         goto revert;
@@ -539,7 +540,22 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         c->keep[i] = (rg->pages[((run_start - rg->start) >> PAGE_SHIFT_4K) + i] & PG_STATE_MASK) ==
                                      PG_BUSY;
                 pthread_mutex_unlock(&e->lock);
-                r = target_read_memory(e->target, run_start, c->data, npages << PAGE_SHIFT_4K);
+                /* Read only the claimed pages: reading a gap would populate it (a zero page), changing the
+                 * target's memory map for nothing. */
+                r = 0;
+                for (size_t i = 0; i < npages && r >= 0;) {
+                        size_t n = 0;
+
+                        if (!c->keep[i]) {
+                                i++;
+                                continue;
+                        }
+                        while (i + n < npages && c->keep[i + n])
+                                n++;
+                        r = target_read_memory(e->target, run_start + (i << PAGE_SHIFT_4K),
+                                               c->data + (i << PAGE_SHIFT_4K), n << PAGE_SHIFT_4K);
+                        i += n;
+                }
                 if (r < 0) {
                         /* Unreadable now: either unmapped under us (an event will say so) or truly
                          * unreadable. Decide under the lock below. */
@@ -1043,7 +1059,7 @@ static int copy_frozen(void *userdata, uint64_t start, uint64_t end, uint64_t ca
 
         for (uint64_t a = start; a < end;) {
                 size_t n = MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
-                Chunk *c = buffer_get(e, a, n);
+                Chunk *c = buffer_get(e, a, n, false);
                 int r;
 
                 if (!c)
