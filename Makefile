@@ -103,10 +103,49 @@ fuzz: $(patsubst tests/fuzz/fuzz-%.c,$(BUILD)/fuzz/fuzz-%,$(FUZZ_SRCS)) $(BUILD)
 		$(BUILD)/fuzz/fuzz-$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus-$$f || exit 1; \
 	done
 
-tests: all $(UNIT_BINS) $(VICTIM_BINS) $(SAN_BINS) $(FUZZ_REPLAY_BINS)
+tests: all units $(UNIT_BINS) $(VICTIM_BINS) $(SAN_BINS) $(FUZZ_REPLAY_BINS)
 
 check: tests
 	BUILD=$(abspath $(BUILD)) bash tests/run.sh
+
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DBUSPOLICYDIR ?= $(PREFIX)/share/dbus-1/system.d
+DBUSSERVICEDIR ?= $(PREFIX)/share/dbus-1/system-services
+DOCDIR ?= $(PREFIX)/share/doc/livesnap
+SYSCONFDIR ?= /etc
+UNITS := livesnapd.service livesnap-checkpoint@.service livesnap-checkpoint@.timer
+MANPAGES := $(wildcard man/*.[0-9])
+
+# Units with their paths filled in, for installing and for verifying.
+$(BUILD)/systemd/%: systemd/% Makefile
+	@mkdir -p $(dir $@)
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' $< >$@
+
+units: $(addprefix $(BUILD)/systemd/,$(UNITS))
+
+install: all units
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(BUILD)/livesnap $(DESTDIR)$(BINDIR)/livesnap
+	install -m 0755 $(BUILD)/livesnapd $(DESTDIR)$(SBINDIR)/livesnapd
+	install -m 0755 $(BUILD)/liblivesnap.so $(DESTDIR)$(LIBDIR)/liblivesnap.so.0
+	ln -sf liblivesnap.so.0 $(DESTDIR)$(LIBDIR)/liblivesnap.so
+	install -m 0644 lib/livesnap.h $(DESTDIR)$(INCLUDEDIR)/livesnap.h
+	install -m 0644 $(addprefix $(BUILD)/systemd/,$(UNITS)) $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/org.livesnap1.conf $(DESTDIR)$(DBUSPOLICYDIR)/org.livesnap1.conf
+	install -m 0644 systemd/org.livesnap1.service $(DESTDIR)$(DBUSSERVICEDIR)/org.livesnap1.service
+	install -m 0644 config.example.json $(DESTDIR)$(DOCDIR)/livesnap.json.example
+	for m in $(MANPAGES); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/livesnap $(DESTDIR)$(SBINDIR)/livesnapd \
+		$(DESTDIR)$(LIBDIR)/liblivesnap.so.0 $(DESTDIR)$(LIBDIR)/liblivesnap.so \
+		$(DESTDIR)$(INCLUDEDIR)/livesnap.h $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+		$(DESTDIR)$(DBUSPOLICYDIR)/org.livesnap1.conf $(DESTDIR)$(DBUSSERVICEDIR)/org.livesnap1.service \
+		$(DESTDIR)$(DOCDIR)/livesnap.json.example
+	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; done
+	-rmdir $(DESTDIR)$(DOCDIR)
 
 format-check:
 	@clang-format --dry-run -Werror $(LIB_SRCS) $(CLI_SRCS) lib/*.h
@@ -114,6 +153,6 @@ format-check:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all tests check clean format-check install uninstall fuzz
+.PHONY: all tests check clean format-check install uninstall fuzz units
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(BUILD)/daemon/livesnapd.d

@@ -110,9 +110,10 @@ static int on_job_changed(sd_bus_message *m, void *userdata, sd_bus_error *error
 
 int verb_checkpoint(int argc, char *argv[])
 {
-        enum { ARG_LABEL = 0x100, ARG_WAIT, ARG_JSON };
+        enum { ARG_LABEL = 0x100, ARG_WAIT, ARG_JSON, ARG_UNIT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
+                { "unit", required_argument, NULL, ARG_UNIT },
                 { "label", required_argument, NULL, ARG_LABEL },
                 { "wait", no_argument, NULL, ARG_WAIT },
                 { "json", no_argument, NULL, ARG_JSON },
@@ -121,7 +122,7 @@ int verb_checkpoint(int argc, char *argv[])
         sd_bus_error error = SD_BUS_ERROR_NULL;
         sd_bus_message *m = NULL, *reply = NULL;
         sd_bus *bus = NULL;
-        const char *label = NULL, *path;
+        const char *label = NULL, *path, *unit = NULL;
         bool wait = false, json = false;
         Waiter w = {};
         uint32_t job;
@@ -132,12 +133,17 @@ int verb_checkpoint(int argc, char *argv[])
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
-                        printf("Usage: livesnap checkpoint PID [--label LABEL] [--wait] [--json]\n\n"
-                               "Ask livesnapd to take a checkpoint of PID. Prints the job; with --wait,\n"
-                               "follows it to the end and prints the checkpoint.\n");
+                        printf("Usage: livesnap checkpoint PID [--label LABEL] [--wait] [--json]\n"
+                               "       livesnap checkpoint --unit NAME.service [--label LABEL] [--wait] [--json]\n\n"
+                               "Ask livesnapd to take a checkpoint of PID, or of a systemd service's main\n"
+                               "process. Prints the job; with --wait, follows it to the end and prints the\n"
+                               "checkpoint.\n");
                         return EXIT_OK;
                 case ARG_LABEL:
                         label = optarg;
+                        break;
+                case ARG_UNIT:
+                        unit = optarg;
                         break;
                 case ARG_WAIT:
                         wait = true;
@@ -148,11 +154,12 @@ int verb_checkpoint(int argc, char *argv[])
                 default:
                         return EXIT_USAGE;
                 }
-        if (optind + 1 != argc) {
-                log_error("checkpoint: expected one PID (see 'livesnap checkpoint --help')");
+        if (optind + (unit ? 0 : 1) != argc) {
+                log_error(unit ? "checkpoint: --unit takes no PID" :
+                                 "checkpoint: expected one PID or --unit NAME (see 'livesnap checkpoint --help')");
                 return EXIT_USAGE;
         }
-        if (parse_u64(argv[optind], &v) < 0 || v == 0 || v > INT_MAX) {
+        if (!unit && (parse_u64(argv[optind], &v) < 0 || v == 0 || v > INT_MAX)) {
                 log_error("checkpoint: invalid PID '%s'", argv[optind]);
                 return EXIT_USAGE;
         }
@@ -168,9 +175,10 @@ int verb_checkpoint(int argc, char *argv[])
                         goto out;
         }
 
-        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, OBJ_PATH, IFACE_MANAGER, "Checkpoint");
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, OBJ_PATH, IFACE_MANAGER,
+                                           unit ? "CheckpointUnit" : "Checkpoint");
         if (r >= 0)
-                r = sd_bus_message_append(m, "u", (uint32_t)v);
+                r = unit ? sd_bus_message_append(m, "s", unit) : sd_bus_message_append(m, "u", (uint32_t)v);
         if (r >= 0)
                 r = label ? sd_bus_message_append(m, "a{sv}", 1, "label", "s", label) :
                             sd_bus_message_append(m, "a{sv}", 0);
@@ -211,7 +219,10 @@ int verb_checkpoint(int argc, char *argv[])
         }
 
         if (!streq(w.result, "done")) {
-                log_error("checkpoint of PID %" PRIu64 " %s: %s", v, w.result, w.error);
+                if (unit)
+                        log_error("checkpoint of %s %s: %s", unit, w.result, w.error);
+                else
+                        log_error("checkpoint of PID %" PRIu64 " %s: %s", v, w.result, w.error);
                 if (json)
                         printf("{\"job\":%" PRIu32 ",\"result\":\"%s\",\"error\":%s}\n", job, w.result,
                                json_object_to_json_string(json_object_new_string(w.error)));
@@ -229,7 +240,9 @@ int verb_checkpoint(int argc, char *argv[])
                 json_object_object_del(o, "error");
                 printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                 json_object_put(o);
-        } else
+        } else if (unit)
+                printf("Checkpoint %s of %s taken (job %" PRIu32 ")\n", w.checkpoint_id, unit, job);
+        else
                 printf("Checkpoint %s of PID %" PRIu64 " taken (job %" PRIu32 ")\n", w.checkpoint_id, v, job);
         ret = EXIT_OK;
 

@@ -15,6 +15,7 @@
  * shows as theirs in /proc (dumpable). Users see, export and delete only their own checkpoints.
  */
 
+#include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -22,6 +23,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -424,24 +426,11 @@ static int read_options(sd_bus_message *msg, Job *j, sd_bus_error *error)
         return sd_bus_message_exit_container(msg);
 }
 
-static int method_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+/* A job with the configured defaults and the caller's options (msg is at the a{sv}). */
+static int job_prepare(Manager *m, sd_bus_message *msg, Job **ret, sd_bus_error *error)
 {
-        Manager *m = userdata;
-        Job *j = NULL;
-        unsigned n_all = 0, n_user = 0;
-        uint32_t pid;
-        uid_t uid;
-        int pipefd[2], r;
-        pid_t child;
-
-        r = caller_uid(msg, &uid);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(msg, "u", &pid);
-        if (r < 0)
-                return r;
-        if (pid == 0 || pid > INT32_MAX)
-                return sd_bus_error_setf(error, ERR_INVALID, "invalid PID %" PRIu32, pid);
+        Job *j;
+        int r;
 
         j = calloc(1, sizeof(*j));
         if (!j)
@@ -450,8 +439,25 @@ static int method_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *
         j->opts = (LivesnapDumpOptions){ .buffer_size = m->config.buffer_size, .rate_limit = m->config.rate_limit,
                                          .compress_level = m->config.compress_level };
         j->label = strdup("");
-        r = read_options(msg, j, error);
-        if (r < 0 || sd_bus_error_is_set(error))
+        r = j->label ? read_options(msg, j, error) : -ENOMEM;
+        if (r < 0 || sd_bus_error_is_set(error)) {
+                job_free(j);
+                return r < 0 ? r : -EINVAL;
+        }
+        *ret = j;
+        return 0;
+}
+
+/* Checks, forks the worker and replies to msg. Takes j (freed on failure). */
+static int job_start(Manager *m, sd_bus_message *msg, Job *j, uint32_t pid, sd_bus_error *error)
+{
+        unsigned n_all = 0, n_user = 0;
+        uid_t uid;
+        int pipefd[2], r;
+        pid_t child;
+
+        r = caller_uid(msg, &uid);
+        if (r < 0)
                 goto fail;
 
         if ((pid_t)pid == getpid()) {
@@ -539,6 +545,167 @@ static int method_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *
 fail:
         job_free(j);
         return r;
+}
+
+static int method_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        Job *j = NULL;
+        uint32_t pid;
+        int r;
+
+        r = sd_bus_message_read(msg, "u", &pid);
+        if (r < 0)
+                return r;
+        if (pid == 0 || pid > INT32_MAX)
+                return sd_bus_error_setf(error, ERR_INVALID, "invalid PID %" PRIu32, pid);
+        r = job_prepare(m, msg, &j, error);
+        if (r < 0)
+                return r;
+        return job_start(m, msg, j, pid, error);
+}
+
+/*
+ * CheckpointUnit: ask systemd (on the same bus) for the unit's main PID, asynchronously so the loop never
+ * waits on it, then re-read it once the PID is pinned with a pidfd: if it changed, the PID we hold may
+ * already be another process's, and the request fails rather than checkpoint a stranger.
+ */
+typedef struct UnitRequest {
+        Manager *manager;
+        sd_bus_message *msg;
+        Job *job;
+        char *unit_path;
+        uint32_t pid;
+        int pidfd;
+        bool recheck;
+} UnitRequest;
+
+static void unit_request_free(UnitRequest *u)
+{
+        if (!u)
+                return;
+        sd_bus_message_unref(u->msg);
+        job_free(u->job);
+        free(u->unit_path);
+        safe_close(u->pidfd);
+        free(u);
+}
+
+static int unit_request_fail(UnitRequest *u, const char *name, const char *fmt, const char *detail)
+{
+        (void)sd_bus_reply_method_errorf(u->msg, name, fmt, detail);
+        unit_request_free(u);
+        return 0;
+}
+
+static int unit_on_main_pid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        UnitRequest *u = userdata;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        uint32_t pid;
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL))
+                return unit_request_fail(u, ERR_FAILED, "cannot read the unit's main PID: %s",
+                                         sd_bus_message_get_error(reply)->message);
+        r = sd_bus_message_read(reply, "v", "u", &pid);
+        if (r < 0)
+                return unit_request_fail(u, ERR_FAILED, "cannot read the unit's main PID: %s", strerror(-r));
+        if (pid == 0)
+                return unit_request_fail(u, ERR_NO_SUCH_PROCESS, "unit %s has no main process (not running?)",
+                                         u->unit_path);
+
+        if (!u->recheck) {
+                u->pid = pid;
+                u->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+                if (u->pidfd < 0)
+                        return unit_request_fail(u, ERR_NO_SUCH_PROCESS, "the unit's main process is gone%s", "");
+                u->recheck = true;
+                r = sd_bus_call_method_async(u->manager->bus, NULL, "org.freedesktop.systemd1", u->unit_path,
+                                             "org.freedesktop.DBus.Properties", "Get", unit_on_main_pid, u, "ss",
+                                             "org.freedesktop.systemd1.Service", "MainPID");
+                if (r < 0)
+                        return unit_request_fail(u, ERR_FAILED, "asking systemd failed: %s", strerror(-r));
+                return 0;
+        }
+        if (pid != u->pid)
+                return unit_request_fail(u, ERR_BUSY, "the unit's main PID changed while it was being looked up%s",
+                                         "");
+
+        r = job_start(u->manager, u->msg, TAKE_PTR(u->job), pid, &error);
+        if (r < 0 || sd_bus_error_is_set(&error)) {
+                if (!sd_bus_error_is_set(&error))
+                        sd_bus_error_set_errno(&error, r);
+                (void)sd_bus_reply_method_error(u->msg, &error);
+        }
+        sd_bus_error_free(&error);
+        unit_request_free(u);
+        return 0;
+}
+
+static int unit_on_get_unit(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+        UnitRequest *u = userdata;
+        const char *path;
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL))
+                return unit_request_fail(u, ERR_NO_SUCH_PROCESS, "no such unit: %s",
+                                         sd_bus_message_get_error(reply)->message);
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0 || !(u->unit_path = strdup(path)))
+                return unit_request_fail(u, ERR_FAILED, "bad reply from systemd%s", "");
+        r = sd_bus_call_method_async(u->manager->bus, NULL, "org.freedesktop.systemd1", u->unit_path,
+                                     "org.freedesktop.DBus.Properties", "Get", unit_on_main_pid, u, "ss",
+                                     "org.freedesktop.systemd1.Service", "MainPID");
+        if (r < 0)
+                return unit_request_fail(u, ERR_FAILED, "asking systemd failed: %s", strerror(-r));
+        return 0;
+}
+
+static bool unit_name_valid(const char *name)
+{
+        size_t len = strlen(name);
+
+        if (len < 9 || len > 255 || !streq(name + len - 8, ".service"))
+                return false;
+        for (const char *p = name; *p; p++)
+                if (!(isalnum((unsigned char)*p) || strchr(":-_.\\@", *p)))
+                        return false;
+        return true;
+}
+
+static int method_checkpoint_unit(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        Manager *m = userdata;
+        UnitRequest *u;
+        const char *name;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        if (!unit_name_valid(name))
+                return sd_bus_error_setf(error, ERR_INVALID, "invalid unit name \"%s\" (NAME.service expected)",
+                                         name);
+        u = calloc(1, sizeof(*u));
+        if (!u)
+                return -ENOMEM;
+        u->manager = m;
+        u->pidfd = -EBADF;
+        r = job_prepare(m, msg, &u->job, error);
+        if (r < 0) {
+                unit_request_free(u);
+                return r;
+        }
+        u->msg = sd_bus_message_ref(msg);
+        r = sd_bus_call_method_async(m->bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                                     "org.freedesktop.systemd1.Manager", "GetUnit", unit_on_get_unit, u, "s", name);
+        if (r < 0) {
+                unit_request_free(u);
+                return sd_bus_error_setf(error, ERR_FAILED, "cannot ask systemd for %s: %s", name, strerror(-r));
+        }
+        return 1;
 }
 
 static int method_list_checkpoints(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -796,6 +963,9 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Checkpoint", SD_BUS_ARGS("u", pid, "a{sv}", options),
                                 SD_BUS_RESULT("u", job_id, "o", job_path), method_checkpoint,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CheckpointUnit", SD_BUS_ARGS("s", unit, "a{sv}", options),
+                                SD_BUS_RESULT("u", job_id, "o", job_path), method_checkpoint_unit,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListCheckpoints", SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("a(ssuuttto)", checkpoints), method_list_checkpoints,

@@ -131,6 +131,11 @@ expect_exit 2 "$LIVESNAP" show "../../etc/passwd"
 grep -q "invalid checkpoint id" "$TEST_TMP/err" || die "a bad id not refused"
 expect_exit 1 "$LIVESNAP" show 0123456789abcdef
 grep -q "no checkpoint" "$TEST_TMP/err" || die "an unknown id not refused"
+expect_exit 2 "$LIVESNAP" checkpoint --unit "../x.service"
+grep -q "invalid unit name" "$TEST_TMP/err" || die "a bad unit name not refused"
+# No systemd on this private bus: CheckpointUnit must fail clearly, not hang.
+expect_exit 1 timeout 20 "$LIVESNAP" checkpoint --unit nonexistent.service --wait
+grep -qi "no such unit\|systemd" "$TEST_TMP/err" || die "CheckpointUnit without systemd: $(cat "$TEST_TMP/err")"
 log "bad arguments get named errors"
 
 # ---- a slow target for jobs that last (32 MiB/s over ~256 MiB) ----

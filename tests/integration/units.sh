@@ -1,0 +1,59 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The systemd units verify (the template through an instance too), livesnapd.service's exposure is at
+# most 4.0, the timer's default schedule parses, and `make install DESTDIR=...` lays out every file and
+# `make uninstall` removes them again.
+set -euo pipefail
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/../lib.sh"
+
+require_cmd systemd-analyze
+require_build
+top=$(cd "$(dirname "$0")/../.." && pwd)
+
+# Units with their paths pointing at this build, so the verifier finds the programs.
+units=$TEST_TMP/units
+mkdir "$units"
+for u in livesnapd.service livesnap-checkpoint@.service livesnap-checkpoint@.timer; do
+	sed -e "s|@SBINDIR@|$BUILD|g" -e "s|@BINDIR@|$BUILD|g" "$top/systemd/$u" >"$units/$u"
+done
+ln -s livesnap-checkpoint@.service "$units/livesnap-checkpoint@redis-server.service"
+ln -s livesnap-checkpoint@.timer "$units/livesnap-checkpoint@redis-server.timer"
+cat >"$units/redis-server.service" <<EOF2
+[Service]
+ExecStart=/bin/sleep infinity
+EOF2
+
+export SYSTEMD_UNIT_PATH=$units:
+for u in livesnapd.service livesnap-checkpoint@redis-server.service livesnap-checkpoint@redis-server.timer; do
+	out=$(systemd-analyze verify --man=no "$units/$u" 2>&1) || die "systemd-analyze verify $u failed: $out"
+	[[ -z $out ]] || die "systemd-analyze verify $u warns: $out"
+	log "$u verifies"
+done
+
+exposure=$(systemd-analyze security --offline=yes "$units/livesnapd.service" 2>&1 |
+	sed -n 's/.*Overall exposure level for livesnapd.service: \([0-9.]*\).*/\1/p')
+[[ -n $exposure ]] || die "systemd-analyze security printed no exposure level"
+awk -v e="$exposure" 'BEGIN { exit !(e <= 4.0) }' || die "livesnapd.service exposure $exposure is above 4.0"
+log "livesnapd.service exposure: $exposure"
+
+schedule=$(sed -n 's/^OnCalendar=//p' "$top/systemd/livesnap-checkpoint@.timer")
+systemd-analyze calendar "$schedule" >/dev/null || die "the default schedule '$schedule' does not parse"
+log "default schedule '$schedule' parses"
+
+dest=$TEST_TMP/dest
+make -s -C "$top" BUILD="$BUILD" DESTDIR="$dest" install >/dev/null || die "make install failed"
+for f in /usr/bin/livesnap /usr/sbin/livesnapd /usr/lib/liblivesnap.so.0 /usr/include/livesnap.h \
+	/usr/lib/systemd/system/livesnapd.service /usr/lib/systemd/system/livesnap-checkpoint@.service \
+	/usr/lib/systemd/system/livesnap-checkpoint@.timer /usr/share/dbus-1/system.d/org.livesnap1.conf \
+	/usr/share/dbus-1/system-services/org.livesnap1.service /usr/share/man/man1/livesnap.1 \
+	/usr/share/man/man8/livesnapd.8 /usr/share/man/man5/livesnap.json.5 /usr/share/man/man5/livesnap-image.5 \
+	/usr/share/doc/livesnap/livesnap.json.example; do
+	[[ -e $dest$f ]] || die "make install did not install $f"
+done
+grep -q "ExecStart=/usr/sbin/livesnapd" "$dest/usr/lib/systemd/system/livesnapd.service" ||
+	die "the installed unit does not run /usr/sbin/livesnapd"
+make -s -C "$top" BUILD="$BUILD" DESTDIR="$dest" uninstall >/dev/null || die "make uninstall failed"
+left=$(find "$dest" -type f -o -type l)
+[[ -z $left ]] || die "make uninstall left: $left"
+log "make install lays out every file; make uninstall removes them"
