@@ -28,6 +28,7 @@ static void help(void)
                "  info FILE              Show what an image holds\n"
                "  verify FILE            Check an image's structure and checksums\n"
                "  cat FILE ADDR LEN      Write LEN bytes of memory at ADDR, as they were, to stdout\n"
+               "  export SOURCE -o FILE  Write a checkpoint as an ELF core file for gdb\n"
                "\n"
                "Through the livesnapd service:\n"
                "  checkpoint PID         Take a checkpoint kept by livesnapd (--wait to follow it)\n"
@@ -254,6 +255,7 @@ static int run(int argc, char *argv[])
                 { "info", verb_info },
                 { "verify", verb_verify },
                 { "cat", verb_cat },
+                { "export", verb_export },
                 { "checkpoint", verb_checkpoint },
                 { "list", verb_list },
                 { "show", verb_show },

@@ -34,6 +34,7 @@ int verb_dump(int argc, char *argv[]);
 int verb_info(int argc, char *argv[]);
 int verb_verify(int argc, char *argv[]);
 int verb_cat(int argc, char *argv[]);
+int verb_export(int argc, char *argv[]);
 
 /* Through livesnapd (cli/client.c). */
 int verb_checkpoint(int argc, char *argv[]);

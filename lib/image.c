@@ -1277,6 +1277,79 @@ int image_read_memory(ImageReader *r, uint64_t addr, size_t len, void *buf, Imag
         return 0;
 }
 
+int image_probe(ImageReader *r, uint64_t addr, uint64_t end, ImageMemError *ret_kind, uint64_t *ret_end)
+{
+        const ImageVma *v;
+        const ImageHole *h;
+        uint64_t stop;
+        ssize_t c;
+        size_t lo, hi;
+
+        if (!r || !ret_kind || !ret_end || end <= addr || !IS_ALIGNED(addr, (uint64_t)IMAGE_PAGE_SIZE))
+                return -EINVAL;
+
+        v = vma_find(r, addr);
+        if (!v) {
+                /* up to the next mapping */
+                stop = end;
+                for (size_t i = 0; i < r->n_vmas; i++)
+                        if (r->vmas[i].start > addr) {
+                                stop = MIN(stop, r->vmas[i].start);
+                                break;
+                        }
+                *ret_kind = IMAGE_MEM_NOT_MAPPED;
+                *ret_end = stop;
+                return 0;
+        }
+        end = MIN(end, v->end);
+
+        h = hole_find(r, addr);
+        if (h) {
+                *ret_kind = h->reason == IMAGE_HOLE_DISCARDED ? IMAGE_MEM_DISCARDED : IMAGE_MEM_UNSAVED;
+                *ret_end = MIN(end, h->end);
+                return 0;
+        }
+        /* the next hole bounds any run that is not a hole */
+        lo = 0;
+        hi = r->n_holes;
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (r->holes[mid].start <= addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo < r->n_holes)
+                end = MIN(end, r->holes[lo].start);
+
+        if (v->content == IMAGE_VMA_CONTENT_FULL) {
+                *ret_kind = IMAGE_MEM_OK;
+                *ret_end = end;
+                return 0;
+        }
+        c = chunk_find(r, addr);
+        if (c >= 0) {
+                *ret_kind = IMAGE_MEM_OK;
+                *ret_end = MIN(end, r->pages[c].vaddr + (uint64_t)r->pages[c].npages * IMAGE_PAGE_SIZE);
+                return 0;
+        }
+        /* not stored: unsaved until the next stored chunk */
+        lo = 0;
+        hi = r->n_pages;
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (r->pages[mid].vaddr <= addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (lo < r->n_pages)
+                end = MIN(end, r->pages[lo].vaddr);
+        *ret_kind = IMAGE_MEM_UNSAVED;
+        *ret_end = end;
+        return 0;
+}
+
 int image_verify(ImageReader *r, void (*progress)(void *userdata, uint64_t done, uint64_t total), void *userdata,
                  char *errbuf, size_t errlen)
 {

@@ -192,6 +192,11 @@ typedef enum ImageMemError {
 int image_read_memory(ImageReader *r, uint64_t addr, size_t len, void *buf, ImageMemError *ret_err,
                       uint64_t *ret_bad_addr);
 
+/* What the image holds from addr on, without reading data: *ret_kind is IMAGE_MEM_OK where memory reads
+ * as data (a stored page, or zero in a "full" mapping), or why it does not; *ret_end is where that kind
+ * ends (at most end; page aligned past addr). Returns 0 or -EINVAL. */
+int image_probe(ImageReader *r, uint64_t addr, uint64_t end, ImageMemError *ret_kind, uint64_t *ret_end);
+
 /* Reads and checks every section (structure and checksums). progress may be NULL. Returns 0 or a
  * negative errno with a message as image_open(). */
 int image_verify(ImageReader *r, void (*progress)(void *userdata, uint64_t done, uint64_t total),
