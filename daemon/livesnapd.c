@@ -30,6 +30,8 @@
 #include <time.h>
 
 #include "config.h"
+#include "core.h"
+#include "image.h"
 #include "livesnap.h"
 #include "procfs.h"
 #include "store.h"
@@ -867,10 +869,8 @@ static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         if (!own_checkpoint(m, msg, id, error))
                 return -EINVAL;
-        if (!streq(format, "image"))
-                return sd_bus_error_setf(error, streq(format, "core") ? ERR_NOT_SUPPORTED : ERR_INVALID,
-                                         "export format \"%s\" is not supported by this livesnapd (supported: "
-                                         "image)",
+        if (!streq(format, "image") && !streq(format, "core"))
+                return sd_bus_error_setf(error, ERR_INVALID, "unknown export format \"%s\" (core or image)",
                                          format);
         image = store_image_path(m->store, id);
         if (!image)
@@ -886,7 +886,16 @@ static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         }
         if (child == 0) {
                 (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-                r = export_copy(image, fd);
+                if (streq(format, "core")) {
+                        ImageReader *rd = NULL;
+                        char err[256];
+
+                        r = image_open(image, &rd, err, sizeof(err));
+                        if (r >= 0)
+                                r = core_write(rd, fd, NULL, NULL, err, sizeof(err));
+                        image_close(rd);
+                } else
+                        r = export_copy(image, fd);
                 _exit(r < 0 ? -r : 0);
         }
         x->msg = sd_bus_message_ref(msg);

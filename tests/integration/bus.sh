@@ -91,10 +91,15 @@ SWEEP_DIR=$VICTIM_DIR
 ID=$(jq -er .id "$TEST_TMP/cp.json")
 jq -e '.freeze_us > 0 and .pages_saved > 0' "$TEST_TMP/cp.json" >/dev/null || die "checkpoint --json lacks figures"
 [[ $(stat -c '%a %U' "$STORE/$ID.lsnap") == "600 root" ]] || die "checkpoint file is not 0600 root"
+# Export through the daemon (the CLI passes it a file descriptor), as an image and as a core.
+"$LIVESNAP" export "$ID" --format image -o "$TEST_TMP/exported.lsnap" || die "export of $ID as an image failed"
+cmp -s "$TEST_TMP/exported.lsnap" "$STORE/$ID.lsnap" || die "the exported image differs from the stored one"
+"$LIVESNAP" export "$ID" --format core -o "$TEST_TMP/exported.core" || die "export of $ID as a core failed"
+readelf -h "$TEST_TMP/exported.core" | grep -q "CORE (Core file)" || die "the exported core is not an ELF core"
 out=$TEST_TMP/check
 mkdir "$out"
 cp "$SWEEP_DIR/layout" "$out/"
-cat_layout "$STORE/$ID.lsnap" "$out"
+cat_layout "$TEST_TMP/exported.lsnap" "$out"
 victim_check victim-sweep "$out"
 assert_victim_ok "$SWEEP" "$SWEEP_DIR"
 "$LIVESNAP" show "$ID" --json | jq -e --arg id "$ID" '.Id == $id and .Label == "sweep test"' >/dev/null ||
@@ -105,6 +110,8 @@ log "checkpoint $ID through the daemon is point-in-time"
 expect_exit 1 as_nobody "$LIVESNAP" checkpoint "$SWEEP" --wait
 grep -q "may not checkpoint" "$TEST_TMP/err" || die "nobody was not refused root's process: $(cat "$TEST_TMP/err")"
 as_nobody "$LIVESNAP" list --json | jq -e 'length == 0' >/dev/null || die "nobody sees root's checkpoints"
+expect_exit 1 as_nobody "$LIVESNAP" export "$ID" -o "$TEST_TMP/stolen.core"
+[[ ! -e $TEST_TMP/stolen.core ]] || die "a refused export left a file"
 expect_exit 1 as_nobody "$LIVESNAP" delete "$ID"
 grep -q "no checkpoint" "$TEST_TMP/err" || die "nobody could address root's checkpoint"
 VICTIM_USER=nobody victim_start victim-sweep

@@ -19,7 +19,7 @@ for page in "$top"/man/*.[0-9]; do
 done
 
 sed 's/\\-/-/g' "$top/man/livesnap.1" >"$TEST_TMP/livesnap.1.txt"
-for verb in dump info verify cat checkpoint list show delete jobs cancel; do
+for verb in dump info verify cat export checkpoint list show delete jobs cancel; do
 	"$LIVESNAP" "$verb" --help >"$TEST_TMP/help" || die "livesnap $verb --help failed"
 	grep -q "livesnap $verb" "$TEST_TMP/help" || die "livesnap $verb --help shows no usage line"
 	for opt in $(grep -oE -- '--[a-z][a-z-]+' "$TEST_TMP/help" | sort -u); do
