@@ -278,21 +278,6 @@ int verb_verify(int argc, char *argv[])
         return k == -EBADMSG || k == -EPROTONOSUPPORT ? EXIT_BAD_IMAGE : EXIT_FAILED;
 }
 
-static int write_all_stdout(const void *p, size_t len)
-{
-        while (len > 0) {
-                ssize_t n = write(STDOUT_FILENO, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p = (const uint8_t *)p + n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
 int verb_cat(int argc, char *argv[])
 {
         static const struct option options[] = {
@@ -373,7 +358,7 @@ int verb_cat(int argc, char *argv[])
                                 return k == -EBADMSG ? EXIT_BAD_IMAGE : EXIT_FAILED;
                         }
                         if (pass == 1) {
-                                k = write_all_stdout(buf, n);
+                                k = loop_write(STDOUT_FILENO, buf, n);
                                 if (k < 0) {
                                         log_error("writing to stdout failed: %s", strerror(-k));
                                         image_close(r);

@@ -245,21 +245,6 @@ static int build_notes(ImageReader *r, Buf *b, char *err, size_t errlen)
         return 0;
 }
 
-static int write_all(int fd, const void *p, size_t len)
-{
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p = (const uint8_t *)p + n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
 /* Writes len zero bytes: a hole in a regular file, zeros into a pipe. */
 static int write_zeros(int fd, uint64_t len, bool seekable)
 {
@@ -269,7 +254,7 @@ static int write_zeros(int fd, uint64_t len, bool seekable)
                 return lseek(fd, (off_t)len, SEEK_CUR) < 0 ? -errno : 0;
         while (len > 0) {
                 size_t n = (size_t)MIN(len, (uint64_t)sizeof(zeros));
-                int k = write_all(fd, zeros, n);
+                int k = loop_write(fd, zeros, n);
                 if (k < 0)
                         return k;
                 len -= n;
@@ -343,24 +328,24 @@ int core_write(ImageReader *r, int fd, void (*progress)(void *userdata, uint64_t
                 sh.sh_size = 1;
                 sh.sh_info = (uint32_t)n_phdrs;
         }
-        k = write_all(fd, &eh, sizeof(eh));
+        k = loop_write(fd, &eh, sizeof(eh));
         if (k < 0)
                 goto io;
 
         ph = (Elf64_Phdr){ .p_type = PT_NOTE, .p_offset = notes_off, .p_filesz = notes.len, .p_align = 4 };
-        k = write_all(fd, &ph, sizeof(ph));
+        k = loop_write(fd, &ph, sizeof(ph));
         for (size_t i = 0; k >= 0 && i < n_segs; i++) {
                 ph = (Elf64_Phdr){
                         .p_type = PT_LOAD, .p_flags = segs[i].flags, .p_offset = segs[i].offset,
                         .p_vaddr = segs[i].vaddr, .p_filesz = segs[i].filesz, .p_memsz = segs[i].memsz,
                         .p_align = CORE_ALIGN,
                 };
-                k = write_all(fd, &ph, sizeof(ph));
+                k = loop_write(fd, &ph, sizeof(ph));
         }
         if (k >= 0 && xnum)
-                k = write_all(fd, &sh, sizeof(sh));
+                k = loop_write(fd, &sh, sizeof(sh));
         if (k >= 0)
-                k = write_all(fd, notes.data, notes.len);
+                k = loop_write(fd, notes.data, notes.len);
         if (k >= 0)
                 k = write_zeros(fd, data_off - notes_off - notes.len, false);
         if (k < 0)
@@ -386,7 +371,7 @@ int core_write(ImageReader *r, int fd, void (*progress)(void *userdata, uint64_t
                         for (size_t o = 0; o < len && k >= 0; o += 65536) {
                                 size_t m = MIN(len - o, (size_t)65536);
                                 k = all_zero(piece + o, m) ? write_zeros(fd, m, seekable) :
-                                                             write_all(fd, piece + o, m);
+                                                             loop_write(fd, piece + o, m);
                         }
                         if (k < 0)
                                 goto io;

@@ -97,23 +97,6 @@ typedef struct DiskThread {
 } DiskThread;
 static_assert(sizeof(DiskThread) == 48, "thread size");
 
-static int write_all(int fd, const void *p, size_t len)
-{
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        return -EIO;
-                p = (const uint8_t *)p + n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
 static int pread_all(int fd, void *p, size_t len, uint64_t off)
 {
         while (len > 0) {
@@ -290,7 +273,7 @@ int image_writer_new(const char *path, const ImageWriterOptions *opts, ImageWrit
         h.header_size = sizeof(h);
         h.page_size = IMAGE_PAGE_SIZE;
         h.checksum = XXH32(&h, offsetof(DiskHeader, checksum), 0);
-        r = write_all(w->fd, &h, sizeof(h));
+        r = loop_write(w->fd, &h, sizeof(h));
         if (r < 0)
                 goto fail;
         w->offset = sizeof(h);

@@ -219,6 +219,45 @@ static int seccomp_can_suspend(void)
         return prctl(PR_CAPBSET_READ, 21 /* CAP_SYS_ADMIN */) == 1 && geteuid() == 0 ? 1 : 0;
 }
 
+/* A Target for pid with its pidfd, after the refusal checks; decides whether seccomp must be suspended
+ * around injections, and refuses if it must but cannot be. */
+static int target_new(pid_t pid, ProcStatus *st, Target **ret, char *err, size_t errlen)
+{
+        Target *t;
+        int r;
+
+        r = target_check(pid, st, err, errlen);
+        if (r < 0)
+                return r;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->pid = pid;
+        t->mem_fd = -EBADF;
+        t->pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
+        if (t->pidfd < 0) {
+                r = -errno;
+                errf("PID %d: %s", (int)pid, r == -ESRCH ? "no such process" : strerror(-r));
+                goto fail;
+        }
+        if (st->seccomp > 0) {
+                if (seccomp_can_suspend() <= 0) {
+                        errf("PID %d (%s) runs under a seccomp filter and this caller cannot suspend it "
+                             "(needs CAP_SYS_ADMIN and no filter of its own): refusing to inject a syscall "
+                             "the filter might punish",
+                             (int)pid, st->name);
+                        r = -EOPNOTSUPP;
+                        goto fail;
+                }
+                t->suspend_seccomp = true;
+        }
+        *ret = t;
+        return 0;
+fail:
+        target_free(t);
+        return r;
+}
+
 int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
 {
         Target *t = NULL;
@@ -228,38 +267,9 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
         char path[64];
         int r;
 
-        r = target_check(pid, &st, err, errlen);
+        r = target_new(pid, &st, &t, err, errlen);
         if (r < 0)
                 return r;
-
-        t = calloc(1, sizeof(*t));
-        if (!t)
-                return -ENOMEM;
-        t->pid = pid;
-        t->mem_fd = -EBADF;
-
-        t->pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
-        if (t->pidfd < 0) {
-                r = -errno;
-                if (r == -ESRCH)
-                        errf("PID %d: no such process", (int)pid);
-                else
-                        errf("PID %d: pidfd_open failed: %s", (int)pid, strerror(-r));
-                goto fail;
-        }
-
-        if (st.seccomp > 0) {
-                r = seccomp_can_suspend();
-                if (r <= 0) {
-                        errf("PID %d (%s) runs under a seccomp filter and this caller cannot suspend it "
-                             "(needs CAP_SYS_ADMIN and no filter of its own): refusing to inject a syscall "
-                             "the filter might punish",
-                             (int)pid, st.name);
-                        r = -EOPNOTSUPP;
-                        goto fail;
-                }
-                t->suspend_seccomp = true;
-        }
 
         /* Seize until a pass over /proc/PID/task finds no new thread. */
         for (bool again = true; again;) {
@@ -335,31 +345,10 @@ int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
         Tracee *tr;
         int r, status;
 
-        r = target_check(pid, &st, err, errlen);
+        r = target_new(pid, &st, &t, err, errlen);
         if (r < 0)
                 return r;
-        t = calloc(1, sizeof(*t));
-        if (!t)
-                return -ENOMEM;
-        t->pid = pid;
-        t->mem_fd = -EBADF;
-        t->pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
-        if (t->pidfd < 0) {
-                r = -errno;
-                errf("PID %d: %s", (int)pid, r == -ESRCH ? "no such process" : strerror(-r));
-                goto fail;
-        }
-        if (st.seccomp > 0) {
-                if (seccomp_can_suspend() <= 0) {
-                        errf("PID %d (%s) runs under a seccomp filter and this caller cannot suspend it "
-                             "(needs CAP_SYS_ADMIN and no filter of its own): refusing to inject a syscall "
-                             "the filter might punish",
-                             (int)pid, st.name);
-                        r = -EOPNOTSUPP;
-                        goto fail;
-                }
-                t->suspend_seccomp = true;
-        }
+
         if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)seize_options) < 0) {
                 r = -errno;
                 if (r == -EPERM)

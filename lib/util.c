@@ -6,6 +6,25 @@
 
 #include "util.h"
 
+int loop_write(int fd, const void *buf, size_t len)
+{
+        const uint8_t *p = buf;
+
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
 uint64_t now_usec(void)
 {
         struct timespec ts;

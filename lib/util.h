@@ -103,6 +103,9 @@ static inline bool startswith(const char *s, const char *prefix)
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* Writes all of buf, retrying short writes and EINTR. Returns 0 or a negative errno. */
+int loop_write(int fd, const void *buf, size_t len);
+
 /* Monotonic time in microseconds. */
 uint64_t now_usec(void);
 
