@@ -170,12 +170,25 @@ int verb_info(int argc, char *argv[])
                 json_object_object_get_ex(target, "pid", &pid);
                 json_object_object_get_ex(target, "exe", &exe);
                 json_object_object_get_ex(target, "cmdline", &cmd);
-                printf("Target:     PID %d, %s\n", pid ? json_object_get_int(pid) : 0,
+                json_object *comm = NULL;
+                json_object_object_get_ex(target, "comm", &comm);
+                if (pid)
+                        printf("Target:     PID %d", json_object_get_int(pid));
+                else
+                        printf("Target:     (PID not recorded)");
+                printf(" (%s), %s\n", comm ? json_object_get_string(comm) : "?",
                        exe ? json_object_get_string(exe) : "(unknown executable)");
                 if (cmd && json_object_is_type(cmd, json_type_array)) {
                         printf("Command:   ");
                         for (size_t i = 0; i < json_object_array_length(cmd); i++)
-                                printf(" %s", json_object_get_string(json_object_array_get_idx(cmd, i)));
+                        {
+                                const char *a = json_object_get_string(json_object_array_get_idx(cmd, i));
+                                /* Quote what a shell would split or expand. */
+                                if (!*a || strpbrk(a, " \t\n'\"\\$`*?[]{}()<>|&;#~"))
+                                        printf(" '%s'", a);
+                                else
+                                        printf(" %s", a);
+                        }
                         printf("\n");
                 }
         }
@@ -183,6 +196,8 @@ int verb_info(int argc, char *argv[])
                 printf("Taken:      %s\n", json_object_get_string(v));
         if (json_object_object_get_ex(meta, "freeze_us", &v))
                 printf("Freeze:     %.3f ms\n", json_object_get_int64(v) / 1000.0);
+        if (json_object_object_get_ex(meta, "elapsed_ms", &v))
+                printf("Elapsed:    %" PRId64 " ms\n", json_object_get_int64(v));
         if (json_object_object_get_ex(meta, "stats", &stats)) {
                 json_object *s;
                 printf("Pages:     ");
@@ -192,6 +207,8 @@ int verb_info(int argc, char *argv[])
                         if (json_object_object_get_ex(stats, keys[i], &s))
                                 printf(" %s=%" PRId64, keys[i] + 6, json_object_get_int64(s));
                 printf("\n");
+                if (json_object_object_get_ex(stats, "faults", &s))
+                        printf("Faults:     %" PRId64 " served during the copy\n", json_object_get_int64(s));
         }
 
         printf("\nThreads (%zu):\n", image_n_threads(r));
@@ -206,21 +223,21 @@ int verb_info(int argc, char *argv[])
         }
 
         printf("\nMappings (%zu):\n", image_n_vmas(r));
-        printf("  %-33s %-4s %-5s %10s %10s  %s\n", "RANGE", "PROT", "DATA", "SIZE", "STORED", "NAME");
+        printf("  %-37s %-4s %-5s %10s %8s  %s\n", "RANGE", "PROT", "DATA", "SIZE", "PAGES", "NAME");
         for (size_t i = 0; i < image_n_vmas(r); i++) {
                 const ImageVma *m = image_vma(r, i);
-                char prot[4], sz[32], st[32];
+                char prot[4], sz[32];
 
                 prot_string(m->prot, prot);
-                printf("  %016" PRIx64 "-%016" PRIx64 " %-4s %-5s %10s %10s  %s\n", m->start, m->end, prot,
-                       image_vma_content_to_string(m->content), format_bytes(sz, sizeof(sz), m->end - m->start),
-                       format_bytes(st, sizeof(st), vma_pages_stored(r, m) * IMAGE_PAGE_SIZE), m->name ?: "");
+                printf("  0x%016" PRIx64 "-0x%016" PRIx64 " %-4s %-5s %10s %8" PRIu64 "  %s\n", m->start, m->end,
+                       prot, image_vma_content_to_string(m->content), format_bytes(sz, sizeof(sz), m->end - m->start),
+                       vma_pages_stored(r, m), m->name ?: "");
         }
         if (image_n_holes(r) > 0) {
                 printf("\nHoles (%zu):\n", image_n_holes(r));
                 for (size_t i = 0; i < image_n_holes(r); i++) {
                         const ImageHole *h = image_hole(r, i);
-                        printf("  %016" PRIx64 "-%016" PRIx64 " %s\n", h->start, h->end,
+                        printf("  0x%016" PRIx64 "-0x%016" PRIx64 " %s\n", h->start, h->end,
                                image_hole_reason_to_string((ImageHoleReason)h->reason));
                 }
         }
@@ -359,6 +376,11 @@ int verb_cat(int argc, char *argv[])
                         }
                         if (pass == 1) {
                                 k = loop_write(STDOUT_FILENO, buf, n);
+                                if (k == -EPIPE) {
+                                        /* The reader stopped reading (| head): not our failure to report. */
+                                        image_close(r);
+                                        return EXIT_OK;
+                                }
                                 if (k < 0) {
                                         log_error("writing to stdout failed: %s", strerror(-k));
                                         image_close(r);
