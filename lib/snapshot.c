@@ -166,6 +166,20 @@ static void engine_fail(Engine *e, int r, const char *fmt, ...)
         (void)eventfd_write(e->stop_fd, 1);
 }
 
+/* The uffd's mm is gone (ESRCH from an ioctl): the target replaced or ended its address space. */
+static void engine_fail_mm_gone(Engine *e)
+{
+        pid_t pid = e->target ? e->target->pid : 0;
+        struct pollfd p = { .fd = e->target ? e->target->pidfd : -1, .events = POLLIN };
+
+        /* A pidfd polls readable once the process has exited (an exiting one gets there within moments);
+         * otherwise it must have exec'd. */
+        if (p.fd >= 0 && poll(&p, 1, 500) == 0)
+                engine_fail(e, -ECANCELED, "PID %d called execve during the snapshot", (int)pid);
+        else
+                engine_fail(e, -ESRCH, "PID %d exited during the snapshot", (int)pid);
+}
+
 /* ---- uffd helpers ---- */
 
 static int uffd_wp(Engine *e, uint64_t start, uint64_t len, bool protect)
@@ -574,6 +588,11 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 if (r == -EAGAIN) {
                         r = 0;
                         goto revert_locked;
+                }
+                if (r == -ESRCH) {
+                        pthread_mutex_unlock(&e->lock);
+                        engine_fail_mm_gone(e);
+                        goto revert;
                 }
                 if (r < 0 && r != -ENOENT) {
                         pthread_mutex_unlock(&e->lock);
