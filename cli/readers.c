@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 #include <sys/mman.h>
 
+#include "core.h"
 #include "image.h"
 #include "progress.h"
 #include "util.h"
@@ -82,6 +83,7 @@ static void prot_string(uint32_t prot, char s[4])
 int verb_info(int argc, char *argv[])
 {
         ImageReader *r = NULL;
+        CorePlan plan;
         bool json = false;
         int k;
 
@@ -154,6 +156,13 @@ int verb_info(int argc, char *argv[])
                 json_object_object_add(o, "holes", holes);
                 json_object_object_add(o, "pages_stored", json_object_new_uint64(image_pages_stored(r)));
                 json_object_object_add(o, "chunks", json_object_new_uint64(image_n_page_chunks(r)));
+                if (core_plan(r, &plan) >= 0) {
+                        json_object *e = json_object_new_object();
+                        json_object_object_add(e, "segments", json_object_new_uint64(plan.n_segments));
+                        json_object_object_add(e, "bytes", json_object_new_uint64(plan.bytes));
+                        json_object_object_add(e, "threads", json_object_new_uint64(plan.n_threads));
+                        json_object_object_add(o, "export_core", e);
+                }
                 printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                 json_object_put(o);
                 image_close(r);
@@ -242,6 +251,9 @@ int verb_info(int argc, char *argv[])
                 }
         }
         printf("\nStored:     %" PRIu64 " pages in %zu chunks\n", image_pages_stored(r), image_n_page_chunks(r));
+        if (core_plan(r, &plan) >= 0)
+                printf("Export:     core with %zu PT_LOAD segments (%s of memory), %zu threads\n", plan.n_segments,
+                       format_bytes(b, sizeof(b), plan.bytes), plan.n_threads);
         image_close(r);
         return EXIT_OK;
 }
