@@ -12,8 +12,7 @@ require_build
 mnt=$TEST_TMP/small
 mkdir "$mnt"
 mount -t tmpfs -o size=8m none "$mnt" 2>/dev/null || skip "cannot mount a tmpfs here"
-cleanup_umount() { umount "$mnt" 2>/dev/null || true; }
-trap 'cleanup_umount' EXIT
+at_cleanup "umount '$mnt' 2>/dev/null || true"
 
 victim_start victim-sweep
 rc=0
