@@ -55,18 +55,32 @@ static int parse_file_args(int argc, char *argv[], const char *usage, bool *ret_
         return EXIT_OK;
 }
 
+/* Stored pages of v: page chunks are sorted by address, so binary search for the first that ends past
+ * v->start and walk until past v->end (O(log n + chunks in v), not a scan of every chunk). */
 static uint64_t vma_pages_stored(ImageReader *r, const ImageVma *v)
 {
+        size_t lo = 0, hi = image_n_page_chunks(r);
         uint64_t n = 0;
 
-        for (size_t i = 0; i < image_n_page_chunks(r); i++) {
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
                 uint64_t a;
                 uint32_t np;
 
+                image_page_chunk(r, mid, &a, &np);
+                if (a + (uint64_t)np * IMAGE_PAGE_SIZE <= v->start)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (size_t i = lo; i < image_n_page_chunks(r); i++) {
+                uint64_t a, e;
+                uint32_t np;
+
                 image_page_chunk(r, i, &a, &np);
-                uint64_t e = a + (uint64_t)np * IMAGE_PAGE_SIZE;
-                if (e <= v->start || a >= v->end)
-                        continue;
+                if (a >= v->end)
+                        break;
+                e = a + (uint64_t)np * IMAGE_PAGE_SIZE;
                 n += (MIN(e, v->end) - MAX(a, v->start)) / IMAGE_PAGE_SIZE;
         }
         return n;

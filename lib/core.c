@@ -27,6 +27,8 @@ typedef struct Buf {
 
 static int buf_append(Buf *b, const void *p, size_t len)
 {
+        if (len == 0)
+                return 0; /* p may be NULL (an empty Buf's data), which memcpy() must not get */
         if (b->len + len > b->allocated) {
                 size_t n = MAX(b->allocated * 2, b->len + len + 4096);
                 uint8_t *q = realloc(b->data, n);
@@ -186,9 +188,9 @@ static int build_notes(ImageReader *r, Buf *b, char *err, size_t errlen)
                 rs = regset_find(&t, IMAGE_REGSET_SIGINFO);
                 if (rs && rs->size >= sizeof(siginfo_t)) {
                         const siginfo_t *si = rs->data;
-                        st.pr_info.si_signo = si->si_signo;
+                        /* The stop's signal (SIGSTOP, SIGTRAP) is ours, not the process's: leave pr_cursig 0
+                         * or gdb would say the program terminated with it. NT_SIGINFO keeps the details. */
                         st.pr_info.si_code = si->si_code;
-                        st.pr_cursig = (short)si->si_signo;
                 }
                 st.pr_fpvalid = regset_find(&t, IMAGE_REGSET_FPREGSET) != NULL;
                 k = note_add(b, "CORE", NT_PRSTATUS, &st, sizeof(st));
