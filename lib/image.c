@@ -1172,9 +1172,9 @@ static const ImageVma *vma_find(ImageReader *r, uint64_t addr)
         return NULL;
 }
 
-static const ImageHole *hole_find(ImageReader *r, uint64_t addr)
+/* Index of the first hole / page chunk starting after addr (both arrays are sorted by start). */
+static size_t holes_after(ImageReader *r, uint64_t addr)
 {
-        /* Holes may be many and adjacent; binary search for the last hole starting at or before addr. */
         size_t lo = 0, hi = r->n_holes;
 
         while (lo < hi) {
@@ -1184,12 +1184,10 @@ static const ImageHole *hole_find(ImageReader *r, uint64_t addr)
                 else
                         hi = mid;
         }
-        if (lo > 0 && addr < r->holes[lo - 1].end)
-                return &r->holes[lo - 1];
-        return NULL;
+        return lo;
 }
 
-static ssize_t chunk_find(ImageReader *r, uint64_t addr)
+static size_t chunks_after(ImageReader *r, uint64_t addr)
 {
         size_t lo = 0, hi = r->n_pages;
 
@@ -1200,8 +1198,24 @@ static ssize_t chunk_find(ImageReader *r, uint64_t addr)
                 else
                         hi = mid;
         }
-        if (lo > 0 && addr < r->pages[lo - 1].vaddr + (uint64_t)r->pages[lo - 1].npages * IMAGE_PAGE_SIZE)
-                return (ssize_t)(lo - 1);
+        return lo;
+}
+
+static const ImageHole *hole_find(ImageReader *r, uint64_t addr)
+{
+        size_t i = holes_after(r, addr);
+
+        if (i > 0 && addr < r->holes[i - 1].end)
+                return &r->holes[i - 1];
+        return NULL;
+}
+
+static ssize_t chunk_find(ImageReader *r, uint64_t addr)
+{
+        size_t i = chunks_after(r, addr);
+
+        if (i > 0 && addr < r->pages[i - 1].vaddr + (uint64_t)r->pages[i - 1].npages * IMAGE_PAGE_SIZE)
+                return (ssize_t)(i - 1);
         return -1;
 }
 
@@ -1266,7 +1280,7 @@ int image_probe(ImageReader *r, uint64_t addr, uint64_t end, ImageMemError *ret_
         const ImageHole *h;
         uint64_t stop;
         ssize_t c;
-        size_t lo, hi;
+        size_t j;
 
         if (!r || !ret_kind || !ret_end || end <= addr || !IS_ALIGNED(addr, (uint64_t)IMAGE_PAGE_SIZE))
                 return -EINVAL;
@@ -1293,17 +1307,9 @@ int image_probe(ImageReader *r, uint64_t addr, uint64_t end, ImageMemError *ret_
                 return 0;
         }
         /* the next hole bounds any run that is not a hole */
-        lo = 0;
-        hi = r->n_holes;
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (r->holes[mid].start <= addr)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        if (lo < r->n_holes)
-                end = MIN(end, r->holes[lo].start);
+        j = holes_after(r, addr);
+        if (j < r->n_holes)
+                end = MIN(end, r->holes[j].start);
 
         if (v->content == IMAGE_VMA_CONTENT_FULL) {
                 *ret_kind = IMAGE_MEM_OK;
@@ -1317,17 +1323,9 @@ int image_probe(ImageReader *r, uint64_t addr, uint64_t end, ImageMemError *ret_
                 return 0;
         }
         /* not stored: unsaved until the next stored chunk */
-        lo = 0;
-        hi = r->n_pages;
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (r->pages[mid].vaddr <= addr)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        if (lo < r->n_pages)
-                end = MIN(end, r->pages[lo].vaddr);
+        j = chunks_after(r, addr);
+        if (j < r->n_pages)
+                end = MIN(end, r->pages[j].vaddr);
         *ret_kind = IMAGE_MEM_UNSAVED;
         *ret_end = end;
         return 0;
