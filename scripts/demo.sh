@@ -40,4 +40,9 @@ while read -r name addr len; do
 done <"$dir/layout"
 build/tests/victims/victim-sweep --check "$dir"
 echo "one cut per sweep in every region, no value newer than the counter: consistent"
+echo
+echo "== livesnap export (ELF core) and gdb's view of it"
+build/livesnap export "$dir/demo.lsnap" -o "$dir/demo.core" --no-progress
+gdb -batch -nx -ex "info threads" build/tests/victims/victim-sweep "$dir/demo.core" 2>/dev/null | grep -E "^\*? +[0-9]+ +Thread" || true
+echo
 kill -0 "$target" && echo "the target is still running"
