@@ -258,7 +258,7 @@ out:
         return ret;
 }
 
-static int parse_json_only(int argc, char *argv[], const char *usage, int n_args, bool *ret_json)
+int parse_verb_args(int argc, char *argv[], const char *usage, int n_args, bool *ret_json)
 {
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -297,7 +297,7 @@ int verb_list(int argc, char *argv[])
         json_object *arr = NULL;
         int r, ret = EXIT_FAILED;
 
-        r = parse_json_only(argc, argv, "Usage: livesnap list [--json]\n\nList the checkpoints livesnapd keeps "
+        r = parse_verb_args(argc, argv, "Usage: livesnap list [--json]\n\nList the checkpoints livesnapd keeps "
                                         "for you (root: for everyone).\n",
                             0, &json);
         if (r != EXIT_OK)
@@ -371,7 +371,7 @@ int verb_show(int argc, char *argv[])
         json_object *o = NULL;
         int r, ret = EXIT_FAILED;
 
-        r = parse_json_only(argc, argv, "Usage: livesnap show ID [--json]\n\nShow one checkpoint livesnapd keeps.\n",
+        r = parse_verb_args(argc, argv, "Usage: livesnap show ID [--json]\n\nShow one checkpoint livesnapd keeps.\n",
                             1, &json);
         if (r != EXIT_OK)
                 return r < 0 ? EXIT_OK : r;
@@ -438,7 +438,7 @@ static int simple_call(int argc, char *argv[], const char *usage, const char *me
         uint64_t v = 0;
         int r;
 
-        r = parse_json_only(argc, argv, usage, 1, NULL);
+        r = parse_verb_args(argc, argv, usage, 1, NULL);
         if (r != EXIT_OK)
                 return r < 0 ? EXIT_OK : r;
         if (numeric && (parse_u64(argv[optind], &v) < 0 || v > UINT32_MAX)) {
@@ -482,7 +482,7 @@ int verb_jobs(int argc, char *argv[])
         json_object *arr = NULL;
         int r, ret = EXIT_FAILED;
 
-        r = parse_json_only(argc, argv, "Usage: livesnap jobs [--json]\n\nList running checkpoint jobs.\n", 0,
+        r = parse_verb_args(argc, argv, "Usage: livesnap jobs [--json]\n\nList running checkpoint jobs.\n", 0,
                             &json);
         if (r != EXIT_OK)
                 return r < 0 ? EXIT_OK : r;

@@ -27,34 +27,6 @@ static int open_image(const char *path, ImageReader **ret)
         return r == -EBADMSG || r == -EPROTONOSUPPORT ? EXIT_BAD_IMAGE : EXIT_FAILED;
 }
 
-static int parse_file_args(int argc, char *argv[], const char *usage, bool *ret_json)
-{
-        static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "json", no_argument, NULL, 'j' },
-                {},
-        };
-        int c;
-
-        optind = 0;
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
-                switch (c) {
-                case 'h':
-                        printf("%s", usage);
-                        return -1;
-                case 'j':
-                        *ret_json = true;
-                        break;
-                default:
-                        return EXIT_USAGE;
-                }
-        if (optind + 1 != argc) {
-                log_error("%s: expected one FILE argument (see 'livesnap %s --help')", argv[0], argv[0]);
-                return EXIT_USAGE;
-        }
-        return EXIT_OK;
-}
-
 /* Stored pages of v: page chunks are sorted by address, so binary search for the first that ends past
  * v->start and walk until past v->end (O(log n + chunks in v), not a scan of every chunk). */
 static uint64_t vma_pages_stored(ImageReader *r, const ImageVma *v)
@@ -101,8 +73,8 @@ int verb_info(int argc, char *argv[])
         bool json = false;
         int k;
 
-        k = parse_file_args(argc, argv,
-                            "Usage: livesnap info FILE [--json]\n\nShow what a checkpoint image holds.\n", &json);
+        k = parse_verb_args(argc, argv,
+                            "Usage: livesnap info FILE [--json]\n\nShow what a checkpoint image holds.\n", 1, &json);
         if (k != EXIT_OK)
                 return k < 0 ? EXIT_OK : k;
         k = open_image(argv[optind], &r);
@@ -285,10 +257,10 @@ int verb_verify(int argc, char *argv[])
         bool json = false;
         int k;
 
-        k = parse_file_args(argc, argv,
+        k = parse_verb_args(argc, argv,
                             "Usage: livesnap verify FILE [--json]\n\n"
                             "Check an image's structure and every checksum. Exit 0 if intact, 3 if not.\n",
-                            &json);
+                            1, &json);
         if (k != EXIT_OK)
                 return k < 0 ? EXIT_OK : k;
 

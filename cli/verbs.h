@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdbool.h>
+
 /*
  * The livesnap CLI's subcommands. main() in cli/livesnap.c dispatches on argv[1] and calls the verb
  * with argc/argv shifted so that argv[0] is the verb's name; each verb parses its own options with
@@ -43,6 +45,10 @@ int verb_show(int argc, char *argv[]);
 int verb_delete(int argc, char *argv[]);
 int verb_jobs(int argc, char *argv[]);
 int verb_cancel(int argc, char *argv[]);
+
+/* Options of a verb that takes n_args arguments, --help (prints usage, returns -1) and, if ret_json is
+ * non-NULL, --json. Returns EXIT_OK, or EXIT_USAGE after saying what is wrong. */
+int parse_verb_args(int argc, char *argv[], const char *usage, int n_args, bool *ret_json);
 
 /* "livesnap: " prefix, message, newline, on stderr. */
 void log_error(const char *fmt, ...) __attribute__((__format__(printf, 1, 2)));
