@@ -219,6 +219,22 @@ static int seccomp_can_suspend(void)
         return prctl(PR_CAPBSET_READ, 21 /* CAP_SYS_ADMIN */) == 1 && geteuid() == 0 ? 1 : 0;
 }
 
+/* /proc/PID/mem, the fallback for reads process_vm_readv refuses (PROT_NONE). Opened only once the
+ * target is seized, so a caller without rights hears "not permitted", not EACCES on this file. */
+static int target_open_mem(Target *t, char *err, size_t errlen)
+{
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/mem", (int)t->pid);
+        t->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (t->mem_fd < 0) {
+                int r = -errno;
+                errf("PID %d: cannot open %s: %s", (int)t->pid, path, strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
 /* A Target for pid with its pidfd, after the refusal checks; decides whether seccomp must be suspended
  * around injections, and refuses if it must but cannot be. */
 static int target_new(pid_t pid, ProcStatus *st, Target **ret, char *err, size_t errlen)
@@ -264,7 +280,6 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
         ProcStatus st;
         pid_t *tids = NULL;
         size_t n_tids = 0;
-        char path[64];
         int r;
 
         r = target_new(pid, &st, &t, err, errlen);
@@ -319,13 +334,9 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
                 goto fail;
         }
 
-        snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
-        t->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (t->mem_fd < 0) {
-                r = -errno;
-                errf("PID %d: cannot open %s: %s", (int)pid, path, strerror(-r));
+        r = target_open_mem(t, err, errlen);
+        if (r < 0)
                 goto fail;
-        }
 
         free(tids);
         *ret = t;
@@ -341,7 +352,6 @@ int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
 {
         Target *t = NULL;
         ProcStatus st;
-        char path[64];
         Tracee *tr;
         int r, status;
 
@@ -362,13 +372,9 @@ int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
                 r = -ENOMEM;
                 goto fail;
         }
-        snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
-        t->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (t->mem_fd < 0) {
-                r = -errno;
-                errf("PID %d: cannot open %s: %s", (int)pid, path, strerror(-r));
+        r = target_open_mem(t, err, errlen);
+        if (r < 0)
                 goto fail;
-        }
         if (ptrace(PTRACE_INTERRUPT, pid, NULL, NULL) < 0) {
                 r = -errno;
                 errf("failed to interrupt PID %d: %s", (int)pid, strerror(-r));

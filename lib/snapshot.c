@@ -103,7 +103,6 @@ typedef struct Engine {
         int uffd;
         ImageWriter *writer;
         const LivesnapDumpOptions *opts;
-        LivesnapDumpResult *res;
         const char *path; /* the image's name, for messages */
         uint64_t probe_addr;
 
@@ -1066,15 +1065,9 @@ static int mark_shmem(Engine *e, const ProcMap *m)
         return 0;
 }
 
-typedef struct FrozenCopy {
-        Engine *e;
-        ImageVma *vma;
-} FrozenCopy;
-
 static int copy_frozen(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
 {
-        FrozenCopy *fc = userdata;
-        Engine *e = fc->e;
+        Engine *e = userdata;
 
         for (uint64_t a = start; a < end;) {
                 size_t n = MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
@@ -1141,8 +1134,7 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                     !startswith(m->name, "[anon")) {
                         v->flags |= IMAGE_VMA_SPECIAL;
                         if (streq(m->name, "[vdso]")) {
-                                FrozenCopy fc = { e, v };
-                                r = copy_frozen(&fc, m->start, m->end, 0);
+                                r = copy_frozen(e, m->start, m->end, 0);
                                 if (r < 0)
                                         return r;
                         } else
@@ -1181,12 +1173,11 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 }
 
                 /* Not registrable: copy now what the file does not hold. */
-                FrozenCopy fc = { e, v };
                 if (anon) {
                         /* e.g. registered by the target's own userfaultfd (EBUSY) */
                         v->flags |= IMAGE_VMA_ANON;
                         r = pagemap_scan(pagemap_fd, m->start, m->end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                                         PAGE_IS_PRESENT, copy_frozen, &fc);
+                                         PAGE_IS_PRESENT, copy_frozen, e);
                 } else if (m->shared) {
                         v->content = IMAGE_VMA_CONTENT_FILE;
                         v->flags |= IMAGE_VMA_NOT_PIT;
@@ -1194,7 +1185,7 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 } else {
                         v->content = IMAGE_VMA_CONTENT_FILE;
                         r = pagemap_scan(pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
-                                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, copy_frozen, &fc);
+                                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, copy_frozen, e);
                 }
                 if (r < 0) {
                         snprintf(err, errlen, "copying 0x%" PRIx64 "-0x%" PRIx64 " (%s) failed: %s", m->start,
@@ -1778,7 +1769,6 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 return -ENOMEM;
         e->uffd = e->stop_fd = e->super_fd = -EBADF;
         e->opts = &opts;
-        e->res = res;
         e->path = path;
         e->buf_limit = opts.buffer_size;
         pthread_mutex_init(&e->lock, NULL);
