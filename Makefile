@@ -76,22 +76,37 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 SAN_BINS := $(patsubst tests/test-%.c,$(BUILD)/tests/test-asan-%,$(UNIT_SRCS))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/fuzz-%.c,$(BUILD)/tests/test-replay-%,$(FUZZ_SRCS))
+# daemon/options.c decodes D-Bus messages: whatever links daemon/*.c from source needs libsystemd.
+SYSTEMD_LIBS := $(shell $(PKG_CONFIG) --libs libsystemd)
+
+# The CLI under the same sanitizers, from its own objects under $(BUILD)/asan/ (none shared with the plain
+# build), for tests/integration/asan-victims.sh.
+ASAN_CLI_OBJS := $(patsubst %.c,$(BUILD)/asan/%.o,$(CLI_SRCS) $(LIB_SRCS))
+
+$(BUILD)/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/asan/livesnap: $(ASAN_CLI_OBJS)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(SYSTEMD_LIBS)
+
+-include $(ASAN_CLI_OBJS:.o=.d)
 
 $(BUILD)/tests/test-asan-%: tests/test-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
+	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(SYSTEMD_LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
 
 $(BUILD)/tests/test-replay-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -Idaemon $(SAN_FLAGS) -DCORPUS_DIR=\"$(abspath tests/fuzz/corpus-$*)\" -o $@ \
-		$< tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS)
+		$< tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(SYSTEMD_LIBS)
 
 # libFuzzer (clang): `make fuzz FUZZ_SECONDS=300` runs each target, adding what it finds to the corpus.
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BASE_CFLAGS) -Idaemon -O1 -g -fsanitize=fuzzer,address,undefined \
-		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS)
+		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/fuzz/gen-seed: tests/fuzz/gen-seed.c $(BUILD)/liblivesnap.a
 	@mkdir -p $(dir $@)
@@ -103,7 +118,7 @@ fuzz: $(patsubst tests/fuzz/fuzz-%.c,$(BUILD)/fuzz/fuzz-%,$(FUZZ_SRCS)) $(BUILD)
 		$(BUILD)/fuzz/fuzz-$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus-$$f || exit 1; \
 	done
 
-tests: all units $(UNIT_BINS) $(VICTIM_BINS) $(SAN_BINS) $(FUZZ_REPLAY_BINS)
+tests: all units $(UNIT_BINS) $(VICTIM_BINS) $(SAN_BINS) $(FUZZ_REPLAY_BINS) $(BUILD)/asan/livesnap
 
 check: tests
 	BUILD=$(abspath $(BUILD)) bash tests/run.sh
