@@ -29,6 +29,8 @@ CLI_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRCS))
 # livesnapd's modules (everything in daemon/ but its main) also go into an archive the unit tests link.
 DAEMON_SRCS := $(filter-out daemon/livesnapd.c,$(wildcard daemon/*.c))
 DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(DAEMON_SRCS))
+# sandbox.c: the daemon's own capabilities and seccomp filter.
+DAEMON_LIBS := $(shell $(PKG_CONFIG) --libs libseccomp libcap)
 
 UNIT_SRCS := $(wildcard tests/test-*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -54,7 +56,7 @@ $(BUILD)/libdaemon.a: $(DAEMON_OBJS)
 	$(AR) rcs $@ $^
 
 $(BUILD)/livesnapd: $(BUILD)/daemon/livesnapd.o $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(shell $(PKG_CONFIG) --libs libsystemd)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS) $(DAEMON_LIBS) $(shell $(PKG_CONFIG) --libs libsystemd)
 
 $(BUILD)/livesnap: $(CLI_OBJS) $(BUILD)/liblivesnap.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/liblivesnap.a $(LIBS) $(shell $(PKG_CONFIG) --libs libsystemd)
@@ -62,7 +64,7 @@ $(BUILD)/livesnap: $(CLI_OBJS) $(BUILD)/liblivesnap.a
 # Unit tests use cmocka and link the static library (internal API).
 $(BUILD)/tests/test-%: tests/test-%.c $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(CFLAGS) -o $@ $< $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a $(LIBS) \
+	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(CFLAGS) -o $@ $< $(BUILD)/libdaemon.a $(BUILD)/liblivesnap.a $(LIBS) $(DAEMON_LIBS) \
 		$(shell $(PKG_CONFIG) --cflags --libs cmocka)
 
 # Victims are standalone programs, built with -O1 -g so gdb and the checks see real code.
@@ -94,19 +96,19 @@ $(BUILD)/asan/livesnap: $(ASAN_CLI_OBJS)
 
 $(BUILD)/tests/test-asan-%: tests/test-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(SYSTEMD_LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
+	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(DAEMON_LIBS) $(SYSTEMD_LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
 
 $(BUILD)/tests/test-replay-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -Idaemon $(SAN_FLAGS) -DCORPUS_DIR=\"$(abspath tests/fuzz/corpus-$*)\" -o $@ \
-		$< tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(SYSTEMD_LIBS)
+		$< tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(DAEMON_LIBS) $(SYSTEMD_LIBS)
 
 # libFuzzer (clang): `make fuzz FUZZ_SECONDS=300` runs each target, adding what it finds to the corpus.
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BASE_CFLAGS) -Idaemon -O1 -g -fsanitize=fuzzer,address,undefined \
-		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(SYSTEMD_LIBS)
+		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(DAEMON_LIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/fuzz/gen-seed: tests/fuzz/gen-seed.c $(BUILD)/liblivesnap.a
 	@mkdir -p $(dir $@)

@@ -6,22 +6,41 @@
  * The bus-facing process never touches a target. Each checkpoint job runs in a forked worker that calls
  * livesnap_dump() (ptrace is per tracer thread, and a crash must cost the job, not the daemon). The worker
  * reports progress as text lines on a pipe and ends with one line of JSON; the daemon watches the pipe
- * and the child with sd-event, so the event loop never blocks. A worker dies with the daemon
- * (PR_SET_PDEATHSIG): the kernel then un-protects and releases the target, and the image, written
- * unnamed or under a temporary name in the store, never appears under a checkpoint id.
+ * with sd-event, so the event loop never blocks. A worker dies with the daemon (PR_SET_PDEATHSIG): the
+ * kernel then un-protects and releases the target, and the image, written unnamed or under a temporary
+ * name in the store, never appears under a checkpoint id.
+ *
+ * Workers and export children are not forked by the bus-facing process but by the spawner, a small
+ * privileged process forked at start-up, before the bus-facing process drops its capabilities and
+ * installs its seccomp filter (sandbox.c says what each keeps and why the spawner stays unfiltered).
+ * They talk over a SOCK_SEQPACKET socketpair, one fixed-size message each way per event: the bus-facing
+ * process asks for a worker (target PID with the pidfd it checked the target through, options, the
+ * image's name in the store, the write end of the progress pipe) or an export child (checkpoint id,
+ * format, the caller's fd); the spawner answers "started" (with the worker's pidfd, through which a job
+ * is cancelled) and, as the parent that reaps them, "exited" with the child's status. The spawner dies
+ * with the bus-facing process and, when the socket closes, waits for its children and exits.
+ *
+ * A target is named by PID, but checked and checkpointed through one pidfd: the bus-facing process opens
+ * it before it checks the caller's rights and sees it still alive after, so the checks were about that
+ * process; the spawner checks the pidfd is the PID's; the worker sees it alive before the dump and after,
+ * and a PID whose process was alive throughout cannot have been reused in between.
  *
  * Authorization uses the caller's credentials as the bus reports them, never a PID it sends: root may
  * checkpoint any process; another user only processes whose every uid is theirs and that the kernel
  * shows as theirs in /proc (dumpable). Users see, export and delete only their own checkpoints.
  */
 
+#include <assert.h>
 #include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -34,6 +53,7 @@
 #include "image.h"
 #include "livesnap.h"
 #include "procfs.h"
+#include "sandbox.h"
 #include "store.h"
 #include "util.h"
 
@@ -61,7 +81,9 @@ typedef struct Job {
         Manager *manager;
         unsigned id;
         char *path;
-        pid_t target, worker;
+        pid_t target;
+        int worker_pidfd; /* from the spawner once it started the worker */
+        bool cancel_pending; /* cancelled before the worker's pidfd came */
         uid_t owner;
         char *label;
         LivesnapDumpOptions opts;
@@ -73,11 +95,20 @@ typedef struct Job {
         char buf[4096];
         size_t buf_len;
         char *result; /* the worker's last line */
+        char *exe, *cmdline; /* what the worker saw of the target */
         bool exited, pipe_closed;
         int exit_status;
-        sd_event_source *io, *child;
+        sd_event_source *io;
         struct Job *next;
 } Job;
+
+/* An export runs in a child process: images are large, and the event loop must not block on the
+ * caller's fd. The reply goes out when the child ends. */
+typedef struct Export {
+        uint32_t id;
+        sd_bus_message *msg;
+        struct Export *next;
+} Export;
 
 struct Manager {
         sd_event *event;
@@ -86,9 +117,15 @@ struct Manager {
         Store *store;
         Job *jobs;
         unsigned next_job_id;
+        Export *exports;
+        uint32_t next_export_id;
+        int spawner_fd;
+        pid_t spawner;
+        sd_event_source *spawner_io;
 };
 
 static const char *arg_config = CONFIG_DEFAULT_PATH;
+static bool arg_check_sandbox = false;
 
 /* ---- helpers ---- */
 
@@ -169,14 +206,16 @@ static void job_free(Job *j)
         if (!j)
                 return;
         sd_event_source_unref(j->io);
-        sd_event_source_unref(j->child);
         safe_close(j->pipe_fd);
+        safe_close(j->worker_pidfd);
         if (j->tmp_image)
                 (void)unlink(j->tmp_image);
         free(j->tmp_image);
         free(j->path);
         free(j->label);
         free(j->result);
+        free(j->exe);
+        free(j->cmdline);
         free(j);
 }
 
@@ -187,6 +226,116 @@ static void job_unlink(Manager *m, Job *j)
                         *p = j->next;
                         return;
                 }
+}
+
+/* ---- the spawner's protocol ---- */
+
+typedef enum SpawnKind {
+        SPAWN_WORKER = 1, /* fds: the target's pidfd, the write end of the progress pipe */
+        SPAWN_EXPORT = 2, /* fds: the caller's file descriptor */
+} SpawnKind;
+
+typedef struct SpawnRequest {
+        uint32_t kind;
+        uint32_t cookie; /* the job's or the export's id, echoed in the replies */
+        int32_t target;
+        int32_t compress_level;
+        uint64_t buffer_size, rate_limit;
+        char name[64];  /* worker: the temporary image's name in the store; export: the checkpoint id */
+        char format[8]; /* export: "image" or "core" */
+} SpawnRequest;
+
+typedef enum SpawnEvent {
+        SPAWN_STARTED = 1, /* error, or 0 and (a worker) its pidfd */
+        SPAWN_EXITED = 2,  /* the child's si_code and si_status */
+} SpawnEvent;
+
+typedef struct SpawnReply {
+        uint32_t event;
+        uint32_t kind;
+        uint32_t cookie;
+        int32_t error;
+        int32_t code, status;
+} SpawnReply;
+
+#define SPAWN_MAX_FDS 2
+
+static int seqpacket_send(int fd, const void *buf, size_t len, const int *fds, size_t n_fds)
+{
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)];
+        } control = {};
+        struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+        assert(n_fds <= SPAWN_MAX_FDS);
+        if (n_fds > 0) {
+                struct cmsghdr *c;
+
+                mh.msg_control = &control;
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+                c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+        }
+        if (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0)
+                return -errno;
+        return 0;
+}
+
+/* One message of exactly len bytes and up to SPAWN_MAX_FDS fds (-1 in the unused slots). Returns 1, 0 at
+ * end of file, or a negative errno (-EBADMSG for a message of another size, its fds closed). */
+static int seqpacket_recv(int fd, void *buf, size_t len, int fds[SPAWN_MAX_FDS], size_t *ret_n_fds)
+{
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int) * SPAWN_MAX_FDS)];
+        } control = {};
+        struct iovec iov = { .iov_base = buf, .iov_len = len };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                             .msg_controllen = sizeof(control) };
+        size_t n_fds = 0;
+        ssize_t n;
+
+        for (size_t i = 0; i < SPAWN_MAX_FDS; i++)
+                fds[i] = -EBADF;
+        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0)
+                return -errno;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                        int f;
+
+                        memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                        if (n_fds < SPAWN_MAX_FDS)
+                                fds[n_fds++] = f;
+                        else
+                                safe_close(f);
+                }
+        }
+        if (n == 0 && n_fds == 0)
+                return 0;
+        if ((size_t)n != len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+                for (size_t i = 0; i < n_fds; i++)
+                        fds[i] = safe_close(fds[i]);
+                return -EBADMSG;
+        }
+        if (ret_n_fds)
+                *ret_n_fds = n_fds;
+        return 1;
+}
+
+/* Has the process behind pidfd exited? (Its pidfd turns readable then.) */
+static bool pidfd_exited(int pidfd)
+{
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+        return poll(&p, 1, 0) > 0;
 }
 
 /* ---- the worker ---- */
@@ -200,26 +349,84 @@ static void worker_progress(void *userdata, uint64_t done, uint64_t total)
         (void)!write(fd, line, (size_t)n);
 }
 
-_noreturn_ static void worker_main(Job *j, int fd)
+/* What the store records of the target, read here because reading /proc/PID/exe of another user's (or a
+ * more privileged) process takes CAP_SYS_PTRACE, which the bus-facing process no longer has. */
+static void worker_describe_target(pid_t pid, int fd)
 {
-        LivesnapDumpOptions o = j->opts;
-        LivesnapDumpResult res;
         json_object *out = json_object_new_object();
+        _cleanup_free_ char *exe = NULL, *cmdline = NULL;
+        char **argv = NULL;
+        size_t len = 0;
+        const char *text;
+
+        (void)proc_exe_read(pid, &exe);
+        if (proc_cmdline_read(pid, &argv) >= 0) {
+                for (char **a = argv; *a; a++)
+                        len += strlen(*a) + 1;
+                cmdline = calloc(1, len + 1);
+                for (char **a = argv; cmdline && *a; a++) {
+                        if (a != argv)
+                                strcat(cmdline, " ");
+                        strcat(cmdline, *a);
+                }
+                strv_free(argv);
+        }
+        /* The line must fit the daemon's 4 KiB line buffer once escaped. */
+        if (exe && strlen(exe) > 1024)
+                exe[1024] = 0;
+        if (cmdline && strlen(cmdline) > 1024)
+                cmdline[1024] = 0;
+        json_object_object_add(out, "exe", json_object_new_string(exe ?: ""));
+        json_object_object_add(out, "cmdline", json_object_new_string(cmdline ?: ""));
+        text = json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN);
+        if (strlen(text) < 4000) {
+                (void)!write(fd, "I ", 2);
+                (void)!write(fd, text, strlen(text));
+                (void)!write(fd, "\n", 1);
+        }
+        json_object_put(out);
+}
+
+_noreturn_ static void worker_main(const SpawnRequest *req, const char *image, int pidfd, int fd, pid_t spawner)
+{
+        LivesnapDumpOptions o = {
+                .buffer_size = req->buffer_size,
+                .rate_limit = req->rate_limit,
+                .compress_level = req->compress_level,
+        };
+        LivesnapDumpResult res = {};
+        json_object *out = json_object_new_object();
+        pid_t target = req->target;
         sigset_t none;
         const char *text;
         int r;
 
-        /* Die with the daemon: the kernel then releases the target for us. */
+        /* Die with the spawner, which dies with the daemon: the kernel then releases the target for us. */
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() == 1)
+        if (getppid() != spawner)
                 _exit(1);
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
 
+        worker_describe_target(target, fd);
         o.progress = worker_progress;
         o.userdata = &fd;
-        r = livesnap_dump(j->target, j->tmp_image, &o, &res);
+        if (pidfd_exited(pidfd)) {
+                r = -ESRCH;
+                snprintf(res.error, sizeof(res.error), "PID %d exited before the checkpoint began", (int)target);
+        } else {
+                r = livesnap_dump(target, image, &o, &res);
+                /* Alive now means alive throughout: the PID was this process's for the whole dump. */
+                if (r >= 0 && pidfd_exited(pidfd)) {
+                        (void)unlink(image);
+                        r = -ESRCH;
+                        snprintf(res.error, sizeof(res.error),
+                                 "PID %d exited during the checkpoint (its PID may have been reused): nothing filed",
+                                 (int)target);
+                }
+        }
 
         json_object_object_add(out, "ok", json_object_new_boolean(r >= 0));
         json_object_object_add(out, "errno", json_object_new_int(-r));
@@ -238,6 +445,252 @@ _noreturn_ static void worker_main(Job *j, int fd)
         (void)!write(fd, text, strlen(text));
         (void)!write(fd, "\n", 1);
         _exit(r >= 0 ? 0 : 1);
+}
+
+/* ---- the export child ---- */
+
+static int export_copy(const char *image, int out)
+{
+        _cleanup_close_ int in = open(image, O_RDONLY | O_CLOEXEC);
+
+        if (in < 0)
+                return -errno;
+        for (;;) {
+                char buf[1 << 16];
+                ssize_t n = read(in, buf, sizeof(buf)), w = 0;
+
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        return 0;
+                while (w < n) {
+                        ssize_t k = write(out, buf + w, (size_t)(n - w));
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return -errno;
+                        }
+                        w += k;
+                }
+        }
+}
+
+_noreturn_ static void exporter_main(const char *image, const char *format, int fd, pid_t spawner)
+{
+        int r;
+
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != spawner)
+                _exit(1);
+        r = sandbox_enter_exporter();
+        if (r >= 0 && streq(format, "core")) {
+                ImageReader *rd = NULL;
+                char err[256];
+
+                r = image_open(image, &rd, err, sizeof(err));
+                if (r >= 0)
+                        r = core_write(rd, fd, NULL, NULL, err, sizeof(err));
+                image_close(rd);
+        } else if (r >= 0)
+                r = export_copy(image, fd);
+        _exit(r < 0 ? -r : 0);
+}
+
+/* ---- the spawner ---- */
+
+typedef struct SpawnChild {
+        pid_t pid;
+        uint32_t kind, cookie;
+} SpawnChild;
+
+typedef struct Spawner {
+        int sock, sigfd;
+        pid_t self;
+        const char *store_dir;
+        SpawnChild *children;
+        size_t n_children;
+} Spawner;
+
+/* Is pidfd the pidfd of pid? /proc/self/fdinfo says which PID a pidfd refers to (-1 once it exited). */
+static bool pidfd_is(int pidfd, pid_t pid)
+{
+        _cleanup_free_ char *text = NULL;
+        char path[64];
+        const char *p;
+
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+        if (read_full_file(path, &text, NULL) < 0)
+                return false;
+        p = strstr(text, "\nPid:");
+        return p && strtol(p + 5, NULL, 10) == (long)pid;
+}
+
+/* Forks the child a request asks for. Returns its PID and, for a worker, its pidfd. */
+static int spawner_fork(Spawner *s, const SpawnRequest *req, int fds[SPAWN_MAX_FDS], size_t n_fds,
+                        pid_t *ret_pid, int *ret_pidfd)
+{
+        _cleanup_free_ char *path = NULL;
+        pid_t child;
+
+        if (!memchr(req->name, 0, sizeof(req->name)) || !memchr(req->format, 0, sizeof(req->format)))
+                return -EINVAL;
+        if (req->kind == SPAWN_WORKER) {
+                size_t len = strlen(req->name);
+                char id[STORE_ID_LEN + 1];
+
+                /* Only a name store_new_id() makes: ".ID.lsnap.tmp". */
+                if (n_fds != 2 || req->target <= 0 || req->compress_level < 0 || req->compress_level > 19 ||
+                    len != 1 + STORE_ID_LEN + strlen(".lsnap.tmp") || req->name[0] != '.' ||
+                    !streq(req->name + 1 + STORE_ID_LEN, ".lsnap.tmp"))
+                        return -EINVAL;
+                memcpy(id, req->name + 1, STORE_ID_LEN);
+                id[STORE_ID_LEN] = 0;
+                if (!store_id_valid(id))
+                        return -EINVAL;
+                if (!pidfd_is(fds[0], req->target))
+                        return -ESRCH;
+                if (asprintf(&path, "%s/%s", s->store_dir, req->name) < 0)
+                        return -ENOMEM;
+        } else if (req->kind == SPAWN_EXPORT) {
+                if (n_fds != 1 || !store_id_valid(req->name) ||
+                    (!streq(req->format, "image") && !streq(req->format, "core")))
+                        return -EINVAL;
+                if (asprintf(&path, "%s/%s.lsnap", s->store_dir, req->name) < 0)
+                        return -ENOMEM;
+        } else
+                return -EINVAL;
+
+        child = fork();
+        if (child < 0)
+                return -errno;
+        if (child == 0) {
+                safe_close(s->sock);
+                safe_close(s->sigfd);
+                if (req->kind == SPAWN_WORKER)
+                        worker_main(req, path, fds[0], fds[1], s->self);
+                exporter_main(path, req->format, fds[0], s->self);
+        }
+        *ret_pid = child;
+        *ret_pidfd = -EBADF;
+        if (req->kind == SPAWN_WORKER) {
+                /* Our own child cannot be reaped before we wait for it: this pidfd is the right one. */
+                *ret_pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+                if (*ret_pidfd < 0) {
+                        int r = -errno;
+                        (void)kill(child, SIGKILL);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int spawner_on_request(Spawner *s)
+{
+        SpawnRequest req;
+        SpawnReply rep = { .event = SPAWN_STARTED };
+        int fds[SPAWN_MAX_FDS], pidfd = -EBADF, r;
+        size_t n_fds = 0;
+        pid_t child = 0;
+        SpawnChild *c;
+
+        r = seqpacket_recv(s->sock, &req, sizeof(req), fds, &n_fds);
+        if (r <= 0)
+                return r;
+        rep.kind = req.kind;
+        rep.cookie = req.cookie;
+        c = reallocarray(s->children, s->n_children + 1, sizeof(*c));
+        if (c) {
+                s->children = c;
+                rep.error = spawner_fork(s, &req, fds, n_fds, &child, &pidfd);
+        } else
+                rep.error = -ENOMEM;
+        for (size_t i = 0; i < n_fds; i++)
+                safe_close(fds[i]);
+        if (rep.error >= 0)
+                s->children[s->n_children++] = (SpawnChild){ .pid = child, .kind = req.kind, .cookie = req.cookie };
+        r = seqpacket_send(s->sock, &rep, sizeof(rep), &pidfd, pidfd >= 0 ? 1 : 0);
+        safe_close(pidfd);
+        return r < 0 ? r : 1;
+}
+
+static void spawner_reap(Spawner *s)
+{
+        for (;;) {
+                siginfo_t si = {};
+
+                if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+                        return;
+                for (size_t i = 0; i < s->n_children; i++) {
+                        SpawnReply rep;
+
+                        if (s->children[i].pid != si.si_pid)
+                                continue;
+                        rep = (SpawnReply){ .event = SPAWN_EXITED, .kind = s->children[i].kind,
+                                            .cookie = s->children[i].cookie, .code = si.si_code,
+                                            .status = si.si_status };
+                        (void)seqpacket_send(s->sock, &rep, sizeof(rep), NULL, 0);
+                        s->children[i] = s->children[--s->n_children];
+                        break;
+                }
+        }
+}
+
+/* The spawner's loop: requests in, children out, until the bus-facing process closes the socket. */
+_noreturn_ static void spawner_main(int sock, const char *store_dir, pid_t parent)
+{
+        Spawner s = { .sock = sock, .self = getpid(), .store_dir = store_dir };
+        sigset_t mask;
+        int r;
+
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+                _exit(1);
+        /* The bus-facing process decides when jobs end: a SIGTERM to the whole service must not kill the
+         * spawner first, and its children with it (they get their own SIGTERM). */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (s.sigfd < 0) {
+                fprintf(stderr, "livesnapd: spawner: signalfd: %m\n");
+                _exit(1);
+        }
+        r = sandbox_enter_spawner();
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: spawner: cannot drop capabilities: %s\n", strerror(-r));
+                _exit(1);
+        }
+
+        for (;;) {
+                struct pollfd p[2] = { { .fd = sock, .events = POLLIN }, { .fd = s.sigfd, .events = POLLIN } };
+
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                if (p[1].revents) {
+                        struct signalfd_siginfo si;
+
+                        while (read(s.sigfd, &si, sizeof(si)) > 0)
+                                ;
+                        spawner_reap(&s);
+                }
+                if (p[0].revents) {
+                        r = spawner_on_request(&s);
+                        if (r == 0 || (r < 0 && r != -EAGAIN && r != -EINTR && r != -EBADMSG))
+                                break;
+                }
+        }
+
+        /* The daemon is going: the children get a SIGTERM (a clean abort) and the time to take it. */
+        for (size_t i = 0; i < s.n_children; i++)
+                (void)kill(s.children[i].pid, SIGTERM);
+        while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+                ;
+        _exit(0);
 }
 
 static void job_finish(Job *j);
@@ -274,6 +727,14 @@ static int job_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 } else if (line[0] == 'R' && line[1] == ' ') {
                         free(j->result);
                         j->result = strdup(line + 2);
+                } else if (line[0] == 'I' && line[1] == ' ') {
+                        json_object *info = json_tokener_parse(line + 2), *v;
+
+                        if (info && json_object_object_get_ex(info, "exe", &v) && !j->exe)
+                                j->exe = strdup(json_object_get_string(v));
+                        if (info && json_object_object_get_ex(info, "cmdline", &v) && !j->cmdline)
+                                j->cmdline = strdup(json_object_get_string(v));
+                        json_object_put(info);
                 }
                 line = nl + 1;
         }
@@ -287,22 +748,40 @@ static int job_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-static int job_on_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+/* The spawner reaped the worker (code, status: as in siginfo_t). */
+static void job_on_exit(Job *j, int code, int status)
 {
-        Job *j = userdata;
-
         j->exited = true;
-        j->exit_status = si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status;
-        if (si->si_code != CLD_EXITED) {
+        j->exit_status = code == CLD_EXITED ? status : 128 + status;
+        if (code != CLD_EXITED) {
                 free(j->result);
                 j->result = NULL;
                 if (asprintf(&j->result, "{\"ok\":false,\"error\":\"the worker was killed by signal %s\"}",
-                             strsignal(si->si_status)) < 0)
+                             strsignal(status)) < 0)
                         j->result = NULL;
         }
-        if (j->pipe_closed || si->si_code != CLD_EXITED)
+        if (j->pipe_closed || code != CLD_EXITED)
                 job_finish(j);
-        return 0;
+}
+
+/* The spawner could not start the worker. */
+static void job_on_spawn_error(Job *j, int error)
+{
+        json_object *res = json_object_new_object();
+
+        json_object_object_add(res, "ok", json_object_new_boolean(false));
+        json_object_object_add(res, "errno", json_object_new_int(-error));
+        json_object_object_add(res, "error", json_object_new_string(error == -ESRCH ? "the target exited before "
+                                                                                       "its worker started" :
+                                                                                       "the worker could not be "
+                                                                                       "started"));
+        free(j->result);
+        j->result = strdup(json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+        json_object_put(res);
+        j->exited = true;
+        j->exit_status = 1;
+        if (j->pipe_closed)
+                job_finish(j);
 }
 
 /* The job is over: file the checkpoint, tell the bus, forget the job. */
@@ -320,10 +799,8 @@ static void job_finish(Job *j)
                 error = json_object_get_string(v);
 
         if (ok && j->exit_status == 0) {
-                StoreEntry e = { .owner = j->owner, .label = j->label, .pid = j->target };
-                _cleanup_free_ char *exe = NULL;
-                char **argv = NULL;
-                _cleanup_free_ char *cmdline = NULL;
+                StoreEntry e = { .owner = j->owner, .label = j->label, .pid = j->target, .exe = j->exe,
+                                 .cmdline = j->cmdline };
                 struct timespec ts;
 
                 memcpy(e.id, j->checkpoint_id, sizeof(e.id));
@@ -331,21 +808,6 @@ static void job_finish(Job *j)
                 e.time_usec = (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
                 if (json_object_object_get_ex(res, "freeze_us", &v))
                         e.freeze_us = json_object_get_uint64(v);
-                if (proc_exe_read(j->target, &exe) >= 0)
-                        e.exe = exe;
-                if (proc_cmdline_read(j->target, &argv) >= 0) {
-                        size_t len = 0;
-                        for (char **a = argv; *a; a++)
-                                len += strlen(*a) + 1;
-                        cmdline = calloc(1, len + 1);
-                        for (char **a = argv; cmdline && *a; a++) {
-                                if (a != argv)
-                                        strcat(cmdline, " ");
-                                strcat(cmdline, *a);
-                        }
-                        strv_free(argv);
-                        e.cmdline = cmdline;
-                }
                 if (store_add(m->store, &e, j->tmp_image) < 0) {
                         ok = false;
                         error = "filing the checkpoint in the store failed";
@@ -438,6 +900,7 @@ static int job_prepare(Manager *m, sd_bus_message *msg, Job **ret, sd_bus_error 
         if (!j)
                 return -ENOMEM;
         j->pipe_fd = -EBADF;
+        j->worker_pidfd = -EBADF;
         j->opts = (LivesnapDumpOptions){ .buffer_size = m->config.buffer_size, .rate_limit = m->config.rate_limit,
                                          .compress_level = m->config.compress_level };
         j->label = strdup("");
@@ -450,23 +913,36 @@ static int job_prepare(Manager *m, sd_bus_message *msg, Job **ret, sd_bus_error 
         return 0;
 }
 
-/* Checks, forks the worker and replies to msg. Takes j (freed on failure). */
-static int job_start(Manager *m, sd_bus_message *msg, Job *j, uint32_t pid, sd_bus_error *error)
+/* Checks, asks the spawner for a worker and replies to msg. Takes j (freed on failure). pidfd: the
+ * target's, if the caller holds one already (borrowed); otherwise one is opened here. */
+static int job_start(Manager *m, sd_bus_message *msg, Job *j, uint32_t pid, int pidfd, sd_bus_error *error)
 {
+        _cleanup_close_ int own_pidfd = -EBADF;
         unsigned n_all = 0, n_user = 0;
+        SpawnRequest req = {};
+        const char *name;
         uid_t uid;
         int pipefd[2], r;
-        pid_t child;
 
         r = caller_uid(msg, &uid);
         if (r < 0)
                 goto fail;
 
-        if ((pid_t)pid == getpid()) {
+        if ((pid_t)pid == getpid() || (pid_t)pid == m->spawner) {
                 r = sd_bus_error_setf(error, ERR_INVALID, "PID %" PRIu32 " is livesnapd itself", pid);
                 goto fail;
         }
-        r = may_checkpoint(uid, (pid_t)pid);
+        /* Checked through a pidfd, and seen alive after the checks: they were about this process. */
+        if (pidfd < 0) {
+                pidfd = own_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+                if (pidfd < 0 && errno != ESRCH) {
+                        r = -errno;
+                        goto fail;
+                }
+        }
+        r = pidfd < 0 ? -ESRCH : may_checkpoint(uid, (pid_t)pid);
+        if (r >= 0 && pidfd_exited(pidfd))
+                r = -ESRCH;
         if (r == -ESRCH) {
                 r = sd_bus_error_setf(error, ERR_NO_SUCH_PROCESS, "PID %" PRIu32 ": no such process", pid);
                 goto fail;
@@ -510,37 +986,45 @@ static int job_start(Manager *m, sd_bus_message *msg, Job *j, uint32_t pid, sd_b
         if (r < 0)
                 goto fail;
 
+        req = (SpawnRequest){
+                .kind = SPAWN_WORKER,
+                .cookie = j->id,
+                .target = (int32_t)pid,
+                .compress_level = j->opts.compress_level,
+                .buffer_size = j->opts.buffer_size,
+                .rate_limit = j->opts.rate_limit,
+        };
+        name = strrchr(j->tmp_image, '/');
+        name = name ? name + 1 : j->tmp_image;
+        if (strlen(name) >= sizeof(req.name)) {
+                r = -ENAMETOOLONG;
+                goto fail;
+        }
+        strcpy(req.name, name);
+
         if (pipe2(pipefd, O_CLOEXEC) < 0) {
                 r = -errno;
                 goto fail;
         }
-        child = fork();
-        if (child < 0) {
-                r = -errno;
+        r = seqpacket_send(m->spawner_fd, &req, sizeof(req), (int[]){ pidfd, pipefd[1] }, 2);
+        safe_close(pipefd[1]);
+        if (r < 0) {
                 safe_close(pipefd[0]);
-                safe_close(pipefd[1]);
+                r = sd_bus_error_setf(error, ERR_FAILED, "cannot ask the spawner for a worker: %s", strerror(-r));
                 goto fail;
         }
-        if (child == 0) {
-                safe_close(pipefd[0]);
-                worker_main(j, pipefd[1]);
-        }
-        safe_close(pipefd[1]);
-        j->worker = child;
         j->pipe_fd = pipefd[0];
         (void)fcntl(j->pipe_fd, F_SETFL, O_NONBLOCK);
 
-        r = sd_event_add_io(m->event, &j->io, j->pipe_fd, EPOLLIN, job_on_io, j);
-        if (r >= 0)
-                r = sd_event_add_child(m->event, &j->child, child, WEXITED, job_on_exit, j);
-        if (r < 0) {
-                kill(child, SIGKILL);
-                (void)waitpid(child, NULL, 0);
-                goto fail;
-        }
-
+        /* The job exists from here on: the spawner answers with the worker's pidfd, or an error. */
         j->next = m->jobs;
         m->jobs = j;
+        r = sd_event_add_io(m->event, &j->io, j->pipe_fd, EPOLLIN, job_on_io, j);
+        if (r < 0) {
+                /* The job ends as failed when the spawner's answer and its exit come. */
+                j->pipe_closed = true;
+                j->cancel_pending = true;
+        }
         (void)sd_bus_emit_object_added(m->bus, j->path);
         return sd_bus_reply_method_return(msg, "uo", j->id, j->path);
 
@@ -564,7 +1048,7 @@ static int method_checkpoint(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = job_prepare(m, msg, &j, error);
         if (r < 0)
                 return r;
-        return job_start(m, msg, j, pid, error);
+        return job_start(m, msg, j, pid, -EBADF, error);
 }
 
 /*
@@ -634,7 +1118,7 @@ static int unit_on_main_pid(sd_bus_message *reply, void *userdata, sd_bus_error 
                 return unit_request_fail(u, ERR_BUSY, "the unit's main PID changed while it was being looked up%s",
                                          "");
 
-        r = job_start(u->manager, u->msg, TAKE_PTR(u->job), pid, &error);
+        r = job_start(u->manager, u->msg, TAKE_PTR(u->job), pid, u->pidfd, &error);
         if (r < 0 || sd_bus_error_is_set(&error)) {
                 if (!sd_bus_error_is_set(&error))
                         sd_bus_error_set_errno(&error, r);
@@ -805,63 +1289,44 @@ static int method_delete(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-/* An export runs in a child process: images are large, and the event loop must not block on the
- * caller's fd. The reply goes out when the child ends. */
-typedef struct Export {
-        sd_bus_message *msg;
-        sd_event_source *child;
-} Export;
-
-static int export_copy(const char *image, int out)
+static Export *export_free(Export *x)
 {
-        _cleanup_close_ int in = open(image, O_RDONLY | O_CLOEXEC);
-
-        if (in < 0)
-                return -errno;
-        for (;;) {
-                char buf[1 << 16];
-                ssize_t n = read(in, buf, sizeof(buf)), w = 0;
-
-                if (n < 0)
-                        return -errno;
-                if (n == 0)
-                        return 0;
-                while (w < n) {
-                        ssize_t k = write(out, buf + w, (size_t)(n - w));
-                        if (k < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                return -errno;
-                        }
-                        w += k;
-                }
+        if (x) {
+                sd_bus_message_unref(x->msg);
+                free(x);
         }
+        return NULL;
 }
 
-static int export_on_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
+static Export *export_take(Manager *m, uint32_t id)
 {
-        Export *x = userdata;
+        for (Export **p = &m->exports; *p; p = &(*p)->next)
+                if ((*p)->id == id) {
+                        Export *x = *p;
+                        *p = x->next;
+                        return x;
+                }
+        return NULL;
+}
 
-        if (si->si_code == CLD_EXITED && si->si_status == 0)
+/* The spawner reaped the export child, or could not start it (code 0, status: the errno). */
+static void export_on_exit(Export *x, int code, int status)
+{
+        if (code == CLD_EXITED && status == 0)
                 (void)sd_bus_reply_method_return(x->msg, NULL);
-        else if (si->si_code == CLD_EXITED)
-                (void)sd_bus_reply_method_errorf(x->msg, ERR_FAILED, "export failed: %s", strerror(si->si_status));
+        else if (code == CLD_EXITED || code == 0)
+                (void)sd_bus_reply_method_errorf(x->msg, ERR_FAILED, "export failed: %s", strerror(status));
         else
                 (void)sd_bus_reply_method_errorf(x->msg, ERR_FAILED, "export failed: the exporter was killed by "
-                                                 "signal %s", strsignal(si->si_status));
-        sd_bus_message_unref(x->msg);
-        sd_event_source_disable_unref(x->child);
-        free(x);
-        return 0;
+                                                 "signal %s", strsignal(status));
 }
 
 static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         Manager *m = userdata;
-        _cleanup_free_ char *image = NULL;
+        SpawnRequest req = { .kind = SPAWN_EXPORT };
         const char *id, *format;
         Export *x;
-        pid_t child;
         int fd, r;
 
         r = sd_bus_message_read(msg, "ssh", &id, &format, &fd);
@@ -872,42 +1337,120 @@ static int method_export(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (!streq(format, "image") && !streq(format, "core"))
                 return sd_bus_error_setf(error, ERR_INVALID, "unknown export format \"%s\" (core or image)",
                                          format);
-        image = store_image_path(m->store, id);
-        if (!image)
-                return -ENOMEM;
 
         x = calloc(1, sizeof(*x));
         if (!x)
                 return -ENOMEM;
+        x->id = ++m->next_export_id;
+        req.cookie = x->id;
+        snprintf(req.name, sizeof(req.name), "%s", id);
+        snprintf(req.format, sizeof(req.format), "%s", format);
+        r = seqpacket_send(m->spawner_fd, &req, sizeof(req), &fd, 1);
+        if (r < 0) {
+                free(x);
+                return sd_bus_error_setf(error, ERR_FAILED, "cannot ask the spawner for an exporter: %s",
+                                         strerror(-r));
+        }
+        x->msg = sd_bus_message_ref(msg);
+        x->next = m->exports;
+        m->exports = x;
+        return 1; /* replied to later */
+}
+
+/* ---- the spawner, seen from the bus-facing process ---- */
+
+static void spawner_on_reply(Manager *m, const SpawnReply *rep, int pidfd)
+{
+        if (rep->kind == SPAWN_WORKER) {
+                Job *j = job_find(m, rep->cookie);
+
+                if (!j) {
+                        safe_close(pidfd);
+                        return;
+                }
+                if (rep->event == SPAWN_STARTED && rep->error < 0)
+                        job_on_spawn_error(j, rep->error);
+                else if (rep->event == SPAWN_STARTED && pidfd >= 0) {
+                        safe_close(j->worker_pidfd);
+                        j->worker_pidfd = pidfd;
+                        if (j->cancel_pending)
+                                (void)syscall(SYS_pidfd_send_signal, j->worker_pidfd, SIGTERM, NULL, 0);
+                        return;
+                } else if (rep->event == SPAWN_EXITED)
+                        job_on_exit(j, rep->code, rep->status);
+        } else if (rep->kind == SPAWN_EXPORT) {
+                Export *x = NULL;
+
+                if (rep->event == SPAWN_STARTED && rep->error < 0) {
+                        x = export_take(m, rep->cookie);
+                        if (x)
+                                export_on_exit(x, 0, -rep->error);
+                } else if (rep->event == SPAWN_EXITED) {
+                        x = export_take(m, rep->cookie);
+                        if (x)
+                                export_on_exit(x, rep->code, rep->status);
+                }
+                export_free(x);
+        }
+        safe_close(pidfd);
+}
+
+static int spawner_on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        Manager *m = userdata;
+
+        for (;;) {
+                SpawnReply rep;
+                int fds[SPAWN_MAX_FDS];
+                size_t n_fds = 0;
+                int r;
+
+                r = seqpacket_recv(fd, &rep, sizeof(rep), fds, &n_fds);
+                if (r == -EAGAIN || r == -EINTR)
+                        return 0;
+                if (r == -EBADMSG)
+                        continue;
+                if (r <= 0) {
+                        /* Its children died with it: no job can end well, and none can start. */
+                        fprintf(stderr, "livesnapd: the spawner process exited; stopping\n");
+                        m->spawner_io = sd_event_source_disable_unref(m->spawner_io);
+                        return sd_event_exit(m->event, -EPIPE);
+                }
+                if (n_fds > 1)
+                        fds[1] = safe_close(fds[1]);
+                spawner_on_reply(m, &rep, fds[0]);
+        }
+}
+
+/* Forks the spawner, before the bus-facing process gives its privileges up. */
+static int spawner_start(Manager *m)
+{
+        int sv[2];
+        pid_t parent = getpid(), child;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
         child = fork();
         if (child < 0) {
-                free(x);
+                safe_close(sv[0]);
+                safe_close(sv[1]);
                 return -errno;
         }
         if (child == 0) {
-                (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (streq(format, "core")) {
-                        ImageReader *rd = NULL;
-                        char err[256];
+                _cleanup_free_ char *dir = strdup(store_dir(m->store));
 
-                        r = image_open(image, &rd, err, sizeof(err));
-                        if (r >= 0)
-                                r = core_write(rd, fd, NULL, NULL, err, sizeof(err));
-                        image_close(rd);
-                } else
-                        r = export_copy(image, fd);
-                _exit(r < 0 ? -r : 0);
+                safe_close(sv[0]);
+                /* Nothing of the bus-facing process's state is the spawner's. */
+                m->store = store_free(m->store);
+                if (!dir)
+                        _exit(1);
+                spawner_main(sv[1], dir, parent);
         }
-        x->msg = sd_bus_message_ref(msg);
-        r = sd_event_add_child(m->event, &x->child, child, WEXITED, export_on_exit, x);
-        if (r < 0) {
-                kill(child, SIGKILL);
-                (void)waitpid(child, NULL, 0);
-                sd_bus_message_unref(x->msg);
-                free(x);
-                return r;
-        }
-        return 1; /* replied to later */
+        safe_close(sv[1]);
+        m->spawner = child;
+        m->spawner_fd = sv[0];
+        (void)fcntl(m->spawner_fd, F_SETFL, O_NONBLOCK);
+        return 0;
 }
 
 static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -948,7 +1491,10 @@ static int job_cancel(Job *j, sd_bus_message *msg, sd_bus_error *error)
                 return sd_bus_error_setf(error, ERR_NO_SUCH_JOB, "no job %u", j->id);
         j->state = "cancelling";
         /* The engine turns SIGTERM into a clean abort: target released, nothing filed. */
-        (void)kill(j->worker, SIGTERM);
+        if (j->worker_pidfd >= 0)
+                (void)syscall(SYS_pidfd_send_signal, j->worker_pidfd, SIGTERM, NULL, 0);
+        else
+                j->cancel_pending = true;
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -1115,10 +1661,13 @@ static const sd_bus_vtable checkpoint_vtable[] = {
 static void help(void)
 {
         printf("Usage: livesnapd [--config FILE]\n"
+               "       livesnapd --check-sandbox\n"
                "\n"
                "The livesnap checkpoint service: org.livesnap1 on the system bus.\n"
                "\n"
                "  -c --config FILE   Configuration (default: " CONFIG_DEFAULT_PATH ")\n"
+               "     --check-sandbox Enter the bus-facing process's sandbox, try system calls\n"
+               "                     it leaves out, and exit\n"
                "  -h --help          Show this help\n"
                "     --version       Show the version\n"
                "\n"
@@ -1131,6 +1680,7 @@ static int parse_argv(int argc, char *argv[])
                 { "help", no_argument, NULL, 'h' },
                 { "config", required_argument, NULL, 'c' },
                 { "version", no_argument, NULL, 'V' },
+                { "check-sandbox", no_argument, NULL, 'S' },
                 {},
         };
         int c;
@@ -1146,6 +1696,9 @@ static int parse_argv(int argc, char *argv[])
                 case 'c':
                         arg_config = optarg;
                         break;
+                case 'S':
+                        arg_check_sandbox = true;
+                        break;
                 default:
                         return -EINVAL;
                 }
@@ -1158,7 +1711,7 @@ static int parse_argv(int argc, char *argv[])
 
 static int run(int argc, char *argv[])
 {
-        Manager m = {};
+        Manager m = { .spawner_fd = -EBADF };
         sigset_t mask;
         char err[512] = "";
         int r;
@@ -1166,6 +1719,19 @@ static int run(int argc, char *argv[])
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r;
+
+        if (arg_check_sandbox) {
+                /* The very function the daemon calls once it serves, then calls it should not get. */
+                r = sandbox_enter_bus();
+                if (r < 0) {
+                        fprintf(stderr, "livesnapd: cannot enter the sandbox: %s\n", strerror(-r));
+                        return r;
+                }
+                r = sandbox_probe(stdout);
+                if (r < 0)
+                        fprintf(stderr, "livesnapd: the sandbox let a system call through\n");
+                return r;
+        }
 
         config_init(&m.config);
         r = config_load(&m.config, arg_config, streq(arg_config, CONFIG_DEFAULT_PATH), err, sizeof(err));
@@ -1176,6 +1742,11 @@ static int run(int argc, char *argv[])
         r = store_open(m.config.store_dir ?: "/var/lib/livesnap", &m.store, err, sizeof(err));
         if (r < 0) {
                 fprintf(stderr, "livesnapd: %s\n", err[0] ? err : strerror(-r));
+                goto out;
+        }
+        r = spawner_start(&m);
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: cannot start the spawner process: %s\n", strerror(-r));
                 goto out;
         }
 
@@ -1190,6 +1761,8 @@ static int run(int argc, char *argv[])
                 r = sd_event_add_signal(m.event, NULL, SIGTERM, NULL, NULL);
         if (r >= 0)
                 r = sd_event_add_signal(m.event, NULL, SIGINT, NULL, NULL);
+        if (r >= 0)
+                r = sd_event_add_io(m.event, &m.spawner_io, m.spawner_fd, EPOLLIN, spawner_on_io, &m);
         if (r < 0) {
                 fprintf(stderr, "livesnapd: cannot set up the event loop: %s\n", strerror(-r));
                 goto out;
@@ -1220,19 +1793,32 @@ static int run(int argc, char *argv[])
                 fprintf(stderr, "livesnapd: cannot serve %s on the system bus: %s\n", BUS_NAME, strerror(-r));
                 goto out;
         }
+        r = sandbox_enter_bus();
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: cannot enter the sandbox: %s\n", strerror(-r));
+                goto out;
+        }
 
         fprintf(stderr, "livesnapd: serving %s, store %s, %zu checkpoints\n", BUS_NAME, store_dir(m.store),
                 store_n_entries(m.store));
         r = sd_event_loop(m.event);
 
 out:
+        /* Workers get a SIGTERM (a clean abort); the spawner, its socket closed, waits for them. */
+        for (Job *j = m.jobs; j; j = j->next)
+                if (j->worker_pidfd >= 0)
+                        (void)syscall(SYS_pidfd_send_signal, j->worker_pidfd, SIGTERM, NULL, 0);
+        m.spawner_io = sd_event_source_disable_unref(m.spawner_io);
+        m.spawner_fd = safe_close(m.spawner_fd);
+        if (m.spawner > 0)
+                (void)waitpid(m.spawner, NULL, 0);
         for (Job *j = m.jobs, *next; j; j = next) {
                 next = j->next;
-                if (j->worker > 0) {
-                        kill(j->worker, SIGTERM);
-                        (void)waitpid(j->worker, NULL, 0);
-                }
                 job_free(j);
+        }
+        for (Export *x = m.exports, *next; x; x = next) {
+                next = x->next;
+                export_free(x);
         }
         m.bus = sd_bus_flush_close_unref(m.bus);
         m.event = sd_event_unref(m.event);

@@ -4,6 +4,8 @@
 # checkpoint of the generation-sweep victim through the CLI checked for one cut per sweep, rights
 # (a user refused root's process, served for its own, blind to root's checkpoints), job limits,
 # cancel, a killed worker and a killed daemon leaving the target intact, restart keeping the store,
+# the daemon's own sandbox (the bus-facing process filtered with only CAP_CHOWN and CAP_FOWNER, the
+# spawner and its workers unfiltered with only what ptrace needs), a dead spawner stopping the daemon,
 # named errors for bad arguments, and bad configurations refused with file and line.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
@@ -73,6 +75,33 @@ grep -q "livesnapd is not running" "$TEST_TMP/err" || die "no clear message with
 
 start_daemon
 [[ $(stat -c %a "$STORE") == 700 ]] || die "the store is not mode 0700"
+
+# ---- the daemon's own sandbox (livesnapd(8), SECURITY) ----
+# status_is PID FIELD VALUE WHAT: /proc/PID/status has FIELD: VALUE.
+status_is() {
+	local got
+	got=$(awk -v k="$2:" '$1 == k { print $2 }' /proc/"$1"/status)
+	[[ $got == "$3" ]] || die "$4: $2 is '$got', expected '$3'"
+}
+# CAP_CHOWN (0) and CAP_FOWNER (3); CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21).
+BUS_CAPS=0000000000000009
+WORKER_CAPS=0000000000280004
+mapfile -t children < <(pgrep -P "$DAEMON_PID")
+((${#children[@]} == 1)) || die "livesnapd should have one child, the spawner; it has: ${children[*]}"
+SPAWNER=${children[0]}
+status_is "$DAEMON_PID" Seccomp 2 "the bus-facing process"
+status_is "$DAEMON_PID" Seccomp_filters 1 "the bus-facing process"
+status_is "$DAEMON_PID" NoNewPrivs 1 "the bus-facing process"
+for f in CapEff CapPrm CapBnd; do
+	status_is "$DAEMON_PID" $f $BUS_CAPS "the bus-facing process"
+	status_is "$SPAWNER" $f $WORKER_CAPS "the spawner"
+done
+for f in CapInh CapAmb; do
+	status_is "$DAEMON_PID" $f 0000000000000000 "the bus-facing process"
+	status_is "$SPAWNER" $f 0000000000000000 "the spawner"
+done
+status_is "$SPAWNER" Seccomp 0 "the spawner"
+log "sandbox: bus-facing process filtered with CapEff $BUS_CAPS, spawner unfiltered with CapEff $WORKER_CAPS"
 
 # ---- introspection ----
 busctl introspect org.livesnap1 /org/livesnap1 >"$TEST_TMP/introspect"
@@ -169,8 +198,11 @@ log "cancel: job gone, target intact"
 # a killed worker
 "$LIVESNAP" checkpoint "$SLOW" >/dev/null
 sleep 0.5
-WORKER=$(pgrep -P "$DAEMON_PID" | head -n 1)
-[[ -n $WORKER ]] || die "no worker process under livesnapd"
+WORKER=$(pgrep -P "$SPAWNER" | head -n 1)
+[[ -n $WORKER ]] || die "no worker process under livesnapd's spawner"
+# A worker may suspend its target's seccomp filter: unfiltered, with the ptrace capabilities only.
+status_is "$WORKER" Seccomp 0 "the worker"
+status_is "$WORKER" CapEff $WORKER_CAPS "the worker"
 kill -KILL "$WORKER"
 wait_until 20 "the job to end" bash -c "[[ \$('$LIVESNAP' jobs --json | jq length) == 0 ]]"
 daemon_alive || die "livesnapd died with its worker"
@@ -184,12 +216,25 @@ sleep 0.5
 kill -KILL "$DAEMON_PID"
 sleep 0.5
 assert_victim_ok "$SLOW" "$SLOW_DIR"
+gone() { [[ $(proc_state "$1") == "" || $(proc_state "$1") == Z ]]; }
+wait_until 10 "the spawner to die with the daemon" gone "$SPAWNER"
 start_daemon
 n_after=$("$LIVESNAP" list --json | jq length)
 ((n_after == n_before)) || die "the store changed across a killed job and a restart ($n_before -> $n_after)"
 "$LIVESNAP" show "$ID" >/dev/null || die "restart lost checkpoint $ID"
 ls -A "$STORE" | grep -q '^\.' && die "a temporary file survived the restart: $(ls -A "$STORE")"
-log "killed daemon: target intact; restart keeps the store"
+log "killed daemon: target intact, spawner gone; restart keeps the store"
+
+# a killed spawner: no job can start or end any more, so the daemon stops, and says why
+mapfile -t children < <(pgrep -P "$DAEMON_PID")
+((${#children[@]} == 1)) || die "livesnapd should have one child, the spawner; it has: ${children[*]}"
+kill -KILL "${children[0]}"
+wait_until 10 "livesnapd to stop without its spawner" gone "$DAEMON_PID"
+rc=0
+wait "$DAEMON_PID" || rc=$?
+((rc == 1)) || die "livesnapd exited $rc when its spawner was killed, expected 1"
+start_daemon
+log "killed spawner: the daemon stopped with status 1"
 
 "$LIVESNAP" delete "$ID" || die "delete failed"
 expect_exit 1 "$LIVESNAP" show "$ID"
