@@ -1,0 +1,245 @@
+/* loadgen: a SET load on a Redis server over a unix socket, over the key space redis-benchmark's
+ * "-t set -r KEYSPACE" uses (key:%012d, uniformly random), with latency statistics per window.
+ *
+ *   loadgen SOCKET CONNS KEYSPACE VALUE_BYTES [RATE]
+ *
+ * CONNS connections each keep one SET outstanding (redis-benchmark -c CONNS -P 1). With RATE = 0
+ * (default) the load is closed-loop like redis-benchmark: a connection sends its next SET when the
+ * reply comes. With RATE > 0 requests are due at RATE per second and a request's latency counts
+ * from when it was due, not when a free connection sent it (so a stalled server is not hidden by
+ * the load slowing down with it).
+ *
+ * Windows are set on stdin as for pingloop: "mark NAME" ends the current window and starts NAME,
+ * "quit" or EOF ends the last and exits. Each window prints one line:
+ *   NAME n=N secs=S rps=R p50_us=.. p99_us=.. p999_us=.. max_us=.. errors=E
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+struct conn {
+	int fd;
+	int busy;
+	int64_t t0;      /* when the outstanding request was due (or sent) */
+	size_t rlen;     /* bytes of the reply read so far */
+	char rbuf[256];
+};
+
+static uint32_t *lat;
+static size_t nlat, cap, errors;
+static int64_t win_start;
+static char name[128] = "start";
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t xorshift(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static void report(int64_t now)
+{
+	uint32_t p50 = 0, p99 = 0, p999 = 0, max = 0;
+	if (nlat) {
+		qsort(lat, nlat, sizeof *lat, cmp_u32);
+		p50 = lat[(size_t)((nlat - 1) * 0.5)];
+		p99 = lat[(size_t)((nlat - 1) * 0.99)];
+		p999 = lat[(size_t)((nlat - 1) * 0.999)];
+		max = lat[nlat - 1];
+	}
+	double secs = (now - win_start) / 1e6;
+	printf("%s n=%zu secs=%.3f rps=%.0f p50_us=%u p99_us=%u p999_us=%u max_us=%u errors=%zu\n", name,
+	       nlat, secs, secs > 0 ? nlat / secs : 0, p50, p99, p999, max, errors);
+	fflush(stdout);
+	nlat = 0;
+	errors = 0;
+	win_start = now;
+}
+
+static int control(void)
+{
+	static char buf[4096];
+	static size_t len;
+	ssize_t n = read(0, buf + len, sizeof buf - 1 - len);
+	if (n <= 0) {
+		report(now_us());
+		return 0;
+	}
+	len += (size_t)n;
+	char *nl;
+	while ((nl = memchr(buf, '\n', len))) {
+		*nl = 0;
+		int64_t now = now_us();
+		if (!strncmp(buf, "mark ", 5)) {
+			report(now);
+			snprintf(name, sizeof name, "%.120s", buf + 5);
+		} else if (!strcmp(buf, "quit")) {
+			report(now);
+			return 0;
+		}
+		len -= (size_t)(nl + 1 - buf);
+		memmove(buf, nl + 1, len);
+	}
+	if (len == sizeof buf - 1)
+		len = 0;
+	return 1;
+}
+
+static char *req;
+static size_t reqlen, keyoff;
+static long keyspace;
+
+static void send_set(struct conn *c, int64_t due)
+{
+	char key[16];
+	snprintf(key, sizeof key, "%012ld", (long)(xorshift() % (uint64_t)keyspace));
+	memcpy(req + keyoff, key, 12);
+	size_t off = 0;
+	while (off < reqlen) { /* the socket buffer takes a request of a few hundred bytes at once */
+		ssize_t n = write(c->fd, req + off, reqlen - off);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			perror("loadgen: write");
+			exit(1);
+		}
+		off += (size_t)n;
+	}
+	c->busy = 1;
+	c->t0 = due;
+	c->rlen = 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 5) {
+		fprintf(stderr, "usage: loadgen SOCKET CONNS KEYSPACE VALUE_BYTES [RATE]\n");
+		return 2;
+	}
+	int nconn = atoi(argv[2]);
+	keyspace = atol(argv[3]);
+	long vlen = atol(argv[4]);
+	double rate = argc > 5 ? atof(argv[5]) : 0;
+	if (nconn < 1 || keyspace < 1 || vlen < 1)
+		return 2;
+	rng ^= (uint64_t)getpid() << 32 ^ (uint64_t)now_us();
+
+	/* *3\r\n$3\r\nSET\r\n$16\r\nkey:NNNNNNNNNNNN\r\n$VLEN\r\nxxx...\r\n */
+	req = malloc((size_t)vlen + 128);
+	int h = sprintf(req, "*3\r\n$3\r\nSET\r\n$16\r\nkey:");
+	keyoff = (size_t)h;
+	h += sprintf(req + h, "000000000000\r\n$%ld\r\n", vlen);
+	memset(req + h, 'x', (size_t)vlen);
+	memcpy(req + h + vlen, "\r\n", 2);
+	reqlen = (size_t)h + (size_t)vlen + 2;
+
+	int ep = epoll_create1(0);
+	struct conn *cs = calloc((size_t)nconn, sizeof *cs);
+	for (int i = 0; i < nconn; i++) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		snprintf(sa.sun_path, sizeof sa.sun_path, "%s", argv[1]);
+		cs[i].fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(cs[i].fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+			perror("loadgen: connect");
+			return 1;
+		}
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+		epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+	}
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+	epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
+
+	cap = 1 << 20;
+	lat = malloc(cap * sizeof *lat);
+	int64_t start = now_us();
+	win_start = start;
+	uint64_t issued = 0; /* open loop: requests sent so far; request k is due at start + k / rate */
+	for (;;) {
+		int64_t now = now_us();
+		for (int i = 0; i < nconn; i++) {
+			if (cs[i].busy)
+				continue;
+			if (rate <= 0) {
+				send_set(&cs[i], now);
+			} else {
+				int64_t due = start + (int64_t)(issued * 1e6 / rate);
+				if (due > now)
+					break;
+				send_set(&cs[i], due);
+				issued++;
+			}
+		}
+		/* Open loop: sleep until the next request is due (if a connection is free to send it). */
+		struct timespec ts, *tsp = NULL;
+		if (rate > 0) {
+			int free_conn = 0;
+			for (int i = 0; i < nconn && !free_conn; i++)
+				free_conn = !cs[i].busy;
+			if (free_conn) {
+				int64_t wait = start + (int64_t)(issued * 1e6 / rate) - now_us();
+				if (wait < 0)
+					wait = 0;
+				ts.tv_sec = wait / 1000000;
+				ts.tv_nsec = (wait % 1000000) * 1000;
+				tsp = &ts;
+			}
+		}
+		struct epoll_event evs[64];
+		int n = epoll_pwait2(ep, evs, 64, tsp, NULL);
+		if (n < 0 && errno != EINTR) {
+			perror("loadgen: epoll_wait");
+			return 1;
+		}
+		for (int k = 0; k < n; k++) {
+			if (evs[k].data.u32 == UINT32_MAX) {
+				if (!control())
+					return 0;
+				continue;
+			}
+			struct conn *c = &cs[evs[k].data.u32];
+			ssize_t r = read(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - 1 - c->rlen);
+			if (r <= 0) {
+				if (r < 0 && (errno == EINTR || errno == EAGAIN))
+					continue;
+				fprintf(stderr, "loadgen: connection lost\n");
+				report(now_us());
+				return 1;
+			}
+			c->rlen += (size_t)r;
+			if (!memchr(c->rbuf, '\n', c->rlen))
+				continue;
+			int64_t t = now_us();
+			if (c->rbuf[0] != '+')
+				errors++;
+			if (nlat == cap)
+				lat = realloc(lat, (cap *= 2) * sizeof *lat);
+			lat[nlat++] = (uint32_t)(t - c->t0);
+			c->busy = 0;
+			c->rlen = 0;
+		}
+	}
+}
