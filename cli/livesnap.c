@@ -220,6 +220,9 @@ int verb_dump(int argc, char *argv[])
                 NUM(image_bytes);
                 NUM(peak_buffer_bytes);
                 NUM(throttle_us);
+                NUM(prepare_us);
+                NUM(prepare_passes);
+                NUM(pages_reprotected);
 #undef NUM
                 printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                 json_object_put(o);
@@ -227,7 +230,11 @@ int verb_dump(int argc, char *argv[])
                 char a[32], b[32], d[32];
 
                 printf("Checkpoint of PID %d written to %s\n", (int)pid, output);
-                printf("  freeze:    %.3f ms (%" PRIu64 " threads)\n", res.freeze_us / 1000.0, res.threads);
+                printf("  freeze:    %.3f ms (%" PRIu64 " threads)", res.freeze_us / 1000.0, res.threads);
+                if (res.prepare_us > 0)
+                        printf(", after %.1f ms protecting ahead in %" PRIu64 " passes", res.prepare_us / 1000.0,
+                               res.prepare_passes);
+                printf("\n");
                 printf("  elapsed:   %" PRIu64 " ms\n", res.elapsed_ms);
                 printf("  pages:     %" PRIu64 " saved (%s), %" PRIu64 " zero, %" PRIu64 " discarded, %" PRIu64
                        " unsaved\n",

@@ -23,6 +23,8 @@ typedef enum LivesnapPhase {
         LIVESNAP_PHASE_FROZEN,    /* every thread stopped, memory protected, not yet resumed */
         LIVESNAP_PHASE_COPYING,   /* target resumed, pages being saved */
         LIVESNAP_PHASE_FINISHING, /* all pages saved; writing index, syncing */
+        LIVESNAP_PHASE_PREPARING, /* target running, its memory being protected ahead of the freeze
+                                   * (comes between ATTACHING and FROZEN) */
         _LIVESNAP_PHASE_MAX,
 } LivesnapPhase;
 
@@ -52,6 +54,9 @@ typedef struct LivesnapDumpResult {
         uint64_t peak_buffer_bytes; /* most bytes of copied pages held at once */
         uint64_t throttle_us;       /* total time faults waited for buffer space */
         char error[512];            /* on failure: one line saying what went wrong */
+        uint64_t prepare_us;        /* protecting memory before the freeze, target running (0: none) */
+        uint64_t prepare_passes;    /* passes re-protecting pages the target wrote meanwhile */
+        uint64_t pages_reprotected; /* of which in the freeze itself */
 } LivesnapDumpResult;
 
 /* Takes a checkpoint of process pid into the image file path. On failure returns a negative errno and

@@ -3,11 +3,24 @@
 /*
  * The snapshot engine.
  *
- * Freeze: every thread is stopped with ptrace; a userfaultfd is created inside the target by syscall
- * injection and pulled out with pidfd_getfd(); every mapping that can be is registered for write-protect,
- * the pages present at that instant T are recorded (PAGEMAP_SCAN), and the mappings are protected.
- * Mappings that cannot be registered (private file mappings: .data, .got, relro) have their private
- * pages copied while the target is still stopped. Registers, auxv and the map are captured. Resume.
+ * Prepare (the target runs): a userfaultfd is created inside the target by syscall injection and pulled
+ * out with pidfd_getfd(), with UFFD_FEATURE_WP_UNPOPULATED, so protecting a range protects its empty
+ * pages too. The fault handler thread registers every mapping and write-protects it in slices of
+ * PREPARE_SLICE, recording after each slice which pages are present (PAGEMAP_SCAN: protect first, so a
+ * page populated in between faults). A write fault in this phase saves nothing: the page is released
+ * (un-protected), marked PG_DIRTY and PENDING, and queued on Engine.dirty. Then passes re-protect the
+ * dirty pages until few are left (DIRTY_LEFT) or passes stop paying. Events move the bookkeeping as
+ * usual; MADV_DONTNEED drops the pages and their protection, so a REMOVE marks its range dirty too.
+ * Threads reaching their exit stay in their exit stop until after the instant (the kernel's last
+ * writes must not meet a page re-protected behind them).
+ *
+ * Freeze (the instant T): every thread is stopped with ptrace and the handler parked; the map is read
+ * again; mappings or parts of mappings the prepare phase did not cover (new, grown) are registered,
+ * protected and scanned now; the dirty pages are re-protected. So the freeze costs what changed during
+ * the prepare phase, not what the target holds. Mappings that cannot be registered (private file
+ * mappings: .data, .got, relro) have their private pages copied while the target is stopped.
+ * Registers, auxv and the map are captured. Resume. Without WP_UNPOPULATED (older kernels), all of
+ * this happens inside the freeze, as the prepare phase would leave empty pages unprotected.
  *
  * Copy: three threads besides the caller's.
  *   - the fault handler reads the uffd: a write fault saves the surrounding chunk (64 KiB, or the
@@ -40,6 +53,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/futex.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -50,6 +64,7 @@
 #include <sys/ptrace.h>
 #include <sched.h>
 #include <sys/signalfd.h>
+#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -71,8 +86,10 @@ enum {
         PG_NONE = 0,
         PG_PENDING = 1,
         PG_BUSY = 2,
-        PG_STATE_MASK = 0x7f,
-        PG_HUGE = 0x80,
+        PG_STATE_MASK = 0x0f,
+        PG_DIRTY = 0x40, /* before the instant: released by a fault, not protected until re-protected */
+        PG_HUGE = 0x80,  /* part of a huge page: saved and un-protected 2 MiB at a time */
+        PG_FLAGS = PG_DIRTY | PG_HUGE,
 };
 
 /* Pages the engine tracks, at their current address [start, end). After an mremap the pages move
@@ -105,6 +122,26 @@ typedef struct Engine {
         const LivesnapDumpOptions *opts;
         const char *path; /* the image's name, for messages */
         uint64_t probe_addr;
+        int pagemap_fd;
+        uint64_t hugetlb_size;
+        bool prepare; /* the kernel has WP_UNPOPULATED: protect before the freeze */
+        int handler_fd; /* eventfd: wakes the fault handler (park requests) */
+
+        /* The prepare phase, under lock. */
+        bool pre;             /* before the instant: faults release pages rather than save them */
+        bool park, parked;    /* the freeze asks the handler to stand still; it says it does */
+        uint64_t *dirty;      /* pages marked PG_DIRTY, in no order; may hold stale addresses */
+        size_t n_dirty, n_dirty_allocated;
+        bool dirty_lost;      /* the list could not grow: rebuild it from the flags */
+        ProcMap *pre_maps;    /* the map the walk follows */
+        size_t n_pre_maps, pre_next_map;
+        uint64_t pre_next_addr; /* 0: the next mapping is not registered yet */
+        bool pre_hugetlb, pre_walked, pre_rewalked, pass_active;
+        uint64_t pass_start, settle_until;
+        size_t last_dirty;
+        atomic_bool pre_ready; /* the handler has protected everything and converged */
+        unsigned pre_passes;
+        uint64_t pre_faults, pages_reprotected;
 
         /* Bookkeeping. */
         pthread_mutex_t lock;
@@ -141,6 +178,10 @@ typedef struct Engine {
 } Engine;
 
 static void engine_fail(Engine *e, int r, const char *fmt, ...) _printf_(3, 4);
+static int pre_release(Engine *e, uint64_t addr);
+static void page_release(Engine *e, Range *rg, uint64_t a);
+static void dirty_push(Engine *e, uint64_t addr);
+static int prepare_work(Engine *e);
 
 static void engine_fail(Engine *e, int r, const char *fmt, ...)
 {
@@ -291,7 +332,8 @@ static int range_split_at(Engine *e, uint64_t addr)
         return range_insert(e, &tail);
 }
 
-/* Removes the bookkeeping of [start, end); pages still pending become discarded (hole added). If
+/* Removes the bookkeeping of [start, end); pages still pending are dropped, and with count_discarded
+ * recorded as discarded (a hole). If
  * ret_taken is non-NULL the removed ranges are handed over (for REMAP) instead of freed. */
 static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discarded, Range **ret_taken,
                       size_t *ret_n)
@@ -315,7 +357,8 @@ static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discar
                         continue;
                 }
 
-                if (count_discarded) {
+                if (!ret_taken) {
+                        /* Pages still pending are forgotten; after the instant they were data, lost. */
                         size_t n = (rg->end - rg->start) >> PAGE_SHIFT_4K;
                         for (size_t p = 0; p < n; p++) {
                                 uint8_t s = rg->pages[p] & PG_STATE_MASK;
@@ -325,8 +368,10 @@ static int ranges_cut(Engine *e, uint64_t start, uint64_t end, bool count_discar
                                                 e->pages_busy--;
                                         rg->pages[p] = PG_NONE;
                                         e->pages_pending--;
-                                        atomic_fetch_add(&e->pages_discarded, 1);
-                                        (void)hole_add(e, a, a + PAGE_SIZE_4K, IMAGE_HOLE_DISCARDED);
+                                        if (count_discarded) {
+                                                atomic_fetch_add(&e->pages_discarded, 1);
+                                                (void)hole_add(e, a, a + PAGE_SIZE_4K, IMAGE_HOLE_DISCARDED);
+                                        }
                                 }
                         }
                 }
@@ -534,7 +579,7 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                                 run_start = a;
                         npages = ((a - run_start) >> PAGE_SHIFT_4K) + 1;
                         claimed++;
-                        *p = (uint8_t)((*p & PG_HUGE) | PG_BUSY);
+                        *p = (uint8_t)((*p & PG_FLAGS) | PG_BUSY);
                 }
         }
         e->pages_busy += claimed;
@@ -606,7 +651,7 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
                 if ((*p & PG_STATE_MASK) != PG_BUSY)
                         continue;
-                *p &= PG_HUGE;
+                *p &= PG_FLAGS;
                 e->pages_pending--;
                 e->pages_busy--;
                 if (!c) {
@@ -637,7 +682,7 @@ revert_locked:
                         continue;
                 uint8_t *p = &cur->pages[(a - cur->start) >> PAGE_SHIFT_4K];
                 if ((*p & PG_STATE_MASK) == PG_BUSY) {
-                        *p = (uint8_t)((*p & PG_HUGE) | PG_PENDING);
+                        *p = (uint8_t)((*p & PG_FLAGS) | PG_PENDING);
                         e->pages_busy--;
                 }
         }
@@ -671,10 +716,18 @@ static int handle_event(Engine *e, const struct uffd_msg *msg)
                 if (r < 0)
                         return r;
                 /* Whatever the destination held is gone (the kernel unmapped it). */
-                r = ranges_cut(e, to, to + len, true, NULL, NULL);
+                r = ranges_cut(e, to, to + len, !e->pre, NULL, NULL);
                 for (size_t i = 0; i < n_moved; i++) {
                         moved[i].start = moved[i].start - from + to;
                         moved[i].end = moved[i].end - from + to;
+                        if (e->pre) {
+                                /* Before the instant the pages belong where they are going; the dirty list
+                                 * names addresses, so list the moved dirty pages anew. */
+                                moved[i].image_start = moved[i].start;
+                                for (uint64_t a = moved[i].start; a < moved[i].end; a += PAGE_SIZE_4K)
+                                        if (moved[i].pages[(a - moved[i].start) >> PAGE_SHIFT_4K] & PG_DIRTY)
+                                                dirty_push(e, a);
+                        }
                         if (r >= 0)
                                 r = range_insert(e, &moved[i]);
                         else
@@ -684,7 +737,7 @@ static int handle_event(Engine *e, const struct uffd_msg *msg)
                 return r;
         }
         case UFFD_EVENT_UNMAP:
-                return ranges_cut(e, msg->arg.remove.start, msg->arg.remove.end, true, NULL, NULL);
+                return ranges_cut(e, msg->arg.remove.start, msg->arg.remove.end, !e->pre, NULL, NULL);
         case UFFD_EVENT_REMOVE: {
                 /* The pages were saved before this event was read (presave_removes); anything still
                  * pending lost the race and is gone now. MADV_FREE keeps pages but may lose them at any
@@ -705,9 +758,13 @@ static int handle_event(Engine *e, const struct uffd_msg *msg)
                                 continue;
                         }
                         uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
-                        if ((*p & PG_STATE_MASK) == PG_PENDING) {
+                        if (e->pre) {
+                                /* The zap drops the pages and their protection, and nothing faults on the
+                                 * next write: dirty, so the next pass (or the freeze) protects them. */
+                                page_release(e, rg, a);
+                        } else if ((*p & PG_STATE_MASK) == PG_PENDING) {
                                 uint64_t ia = range_image_addr(rg, a);
-                                *p &= PG_HUGE;
+                                *p &= PG_FLAGS;
                                 e->pages_pending--;
                                 atomic_fetch_add(&e->pages_discarded, 1);
                                 (void)hole_add(e, ia, ia + PAGE_SIZE_4K, IMAGE_HOLE_DISCARDED);
@@ -786,6 +843,18 @@ static void serve_fault(Engine *e, uint64_t addr, Deferred *retry)
 {
         int r;
 
+        if (e->pre) {
+                /* Before the instant (only this thread and a parked freeze change e->pre). */
+                r = pre_release(e, addr);
+                if (r == 0)
+                        deferred_add(retry, addr);
+                else if (r == -ESRCH)
+                        engine_fail_mm_gone(e);
+                else if (r < 0)
+                        engine_fail(e, r, "releasing the page at 0x%" PRIx64 " failed: %s", addr, strerror(-r));
+                return;
+        }
+
         r = engine_save(e, addr, SAVE_FAULT, 0, 0);
         if (r == 0) {
                 deferred_add(retry, addr);
@@ -815,18 +884,47 @@ static void *handler_thread(void *userdata)
         pthread_setname_np(pthread_self(), "livesnap-fault");
 
         while (!atomic_load(&e->stop)) {
-                struct pollfd p[2] = {
+                struct pollfd p[3] = {
                         { .fd = e->uffd, .events = POLLIN },
                         { .fd = e->stop_fd, .events = POLLIN },
+                        { .fd = e->handler_fd, .events = POLLIN },
                 };
+                int timeout = 100;
                 ssize_t n;
 
-                if (poll(p, 2, pending.n > 0 ? 1 : 100) < 0 && errno != EINTR) {
+                /* The freeze asks us to stand still; every message read so far has been handled. */
+                pthread_mutex_lock(&e->lock);
+                if (e->park) {
+                        e->parked = true;
+                        pthread_cond_broadcast(&e->cond);
+                        while (e->park && !atomic_load(&e->stop))
+                                pthread_cond_wait(&e->cond, &e->lock);
+                        e->parked = false;
+                }
+                pthread_mutex_unlock(&e->lock);
+
+                if (e->pre) {
+                        timeout = prepare_work(e);
+                        if (timeout < 0) {
+                                if (timeout == -ESRCH)
+                                        engine_fail_mm_gone(e);
+                                else
+                                        engine_fail(e, timeout, "protecting memory before the freeze failed: %s",
+                                                    strerror(-timeout));
+                                break;
+                        }
+                }
+
+                if (poll(p, 3, pending.n > 0 ? MIN(timeout, 1) : timeout) < 0 && errno != EINTR) {
                         engine_fail(e, -errno, "poll on userfaultfd failed: %m");
                         break;
                 }
                 if ((p[1].revents & POLLIN) || atomic_load(&e->stop))
                         break;
+                if (p[2].revents & POLLIN) {
+                        eventfd_t v;
+                        (void)eventfd_read(e->handler_fd, &v);
+                }
 
                 /* Faults overtaken by an event: retry now that it may have been read. */
                 if (pending.n > 0) {
@@ -842,7 +940,7 @@ static void *handler_thread(void *userdata)
                 if (!(p[0].revents & POLLIN))
                         continue;
 
-                if (uffd_event_in_flight(e))
+                if (!e->pre && uffd_event_in_flight(e))
                         presave_removes(e);
 
                 n = read(e->uffd, msgs, sizeof(msgs));
@@ -1024,29 +1122,31 @@ static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t c
                 if (cat & PAGE_IS_HUGE)
                         *p |= PG_HUGE;
                 if (cat & PAGE_IS_PFNZERO) {
-                        atomic_fetch_add(&e->pages_zero_at_t, 1);
+                        if (!e->pre)
+                                atomic_fetch_add(&e->pages_zero_at_t, 1);
                         continue;
                 }
                 if ((*p & PG_STATE_MASK) != PG_PENDING) {
-                        *p = (uint8_t)((*p & PG_HUGE) | PG_PENDING);
+                        *p = (uint8_t)((*p & PG_FLAGS) | PG_PENDING);
                         e->pages_pending++;
                 }
         }
         return 0;
 }
 
-/* shmem: pages not mapped by this process may still hold data; ask the file where its data is. */
-static int mark_shmem(Engine *e, const ProcMap *m)
+/* shmem: pages not mapped by this process may still hold data; ask the file where its data is. Only
+ * [start, end) of mapping m is marked. */
+static int mark_shmem(Engine *e, const ProcMap *m, uint64_t start, uint64_t end)
 {
         _cleanup_close_ int fd = -EBADF;
         char path[128];
-        uint64_t off = m->offset, end_off = m->offset + (m->end - m->start);
+        uint64_t off = m->offset + (start - m->start), end_off = m->offset + (end - m->start);
 
         snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)e->target->pid, m->start,
                  m->end);
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return mark_present(e, m->start, m->end, 0);
+                return mark_present(e, start, end, 0);
 
         while (off < end_off) {
                 off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
@@ -1059,7 +1159,7 @@ static int mark_shmem(Engine *e, const ProcMap *m)
                         break;
                 uint64_t s = m->start + ALIGN_DOWN((uint64_t)data, PAGE_SIZE_4K) - m->offset;
                 uint64_t t = m->start + MIN(ALIGN_UP((uint64_t)hole, PAGE_SIZE_4K), end_off) - m->offset;
-                (void)mark_present(e, MAX(s, m->start), MIN(t, m->end), 0);
+                (void)mark_present(e, MAX(s, start), MIN(t, end), 0);
                 off = (uint64_t)hole;
         }
         return 0;
@@ -1097,30 +1197,441 @@ static bool name_is_shmem(const char *name)
                         startswith(name, "/SYSV") || startswith(name, "/dev/zero"));
 }
 
-/* Registers, scans and classifies every mapping. Private pages of mappings that cannot be registered
- * are copied now, while the target is stopped. */
-static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas, char *err, size_t errlen)
+/* ---- covering mappings: register, protect, record what is present ---- */
+
+#define PREPARE_SLICE (32ULL << 20) /* protected and scanned between two looks at the uffd */
+#define REPROTECT_GAP (16 * PAGE_SIZE_4K) /* dirty pages this close share one ioctl */
+#define REPROTECT_RUNS 512                /* ioctls per step of a pass, between two looks at the uffd */
+#define DIRTY_LEFT 512                    /* few enough dirty pages to re-protect inside the freeze */
+#define PREPARE_PASSES 8
+
+static bool vma_is_special(const ProcMap *m)
 {
-        _cleanup_close_ int pagemap_fd = -EBADF;
-        char path[64];
+        return m->name && m->name[0] == '[' && !streq(m->name, "[heap]") && !startswith(m->name, "[stack") &&
+               !startswith(m->name, "[anon");
+}
+
+static bool vma_is_shmem(const ProcMap *m)
+{
+        return m->shared || name_is_shmem(m->name);
+}
+
+/* hugetlb pages are protected and un-protected whole only. */
+static bool vma_is_hugetlb(Engine *e, const ProcMap *m)
+{
+        struct statfs sfs;
+        char path[128];
+
+        if (!m->name)
+                return false;
+        if (startswith(m->name, "/anon_hugepage"))
+                return true;
+        if (!m->shared || m->inode == 0 || m->name[0] != '/')
+                return false;
+        snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, (int)e->target->pid, m->start,
+                 m->end);
+        return statfs(path, &sfs) == 0 && sfs.f_type == HUGETLBFS_MAGIC;
+}
+
+static int register_vma(Engine *e, const ProcMap *m)
+{
+        struct uffdio_register reg = {
+                .range = { .start = m->start, .len = m->end - m->start },
+                .mode = UFFDIO_REGISTER_MODE_WP,
+        };
+
+        /* Registering again with the same uffd is a no-op; the whole VMA, so that it is not split. */
+        return ioctl(e->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+/* The first range starting at or after addr, or NULL. */
+static Range *range_next(Engine *e, uint64_t addr)
+{
+        size_t lo = 0, hi = e->n_ranges;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (e->ranges[mid].start < addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo < e->n_ranges ? &e->ranges[lo] : NULL;
+}
+
+/* Whether ranges cover any of [start, end), and whether they leave any of it uncovered. */
+static void coverage(Engine *e, uint64_t start, uint64_t end, bool *ret_any, bool *ret_gaps)
+{
+        uint64_t a = start;
+
+        *ret_any = *ret_gaps = false;
+        while (a < end) {
+                Range *rg = range_find(e, a);
+                if (rg) {
+                        *ret_any = true;
+                        a = rg->end;
+                        continue;
+                }
+                *ret_gaps = true;
+                rg = range_next(e, a);
+                if (!rg || rg->start >= end)
+                        return;
+                a = rg->start;
+        }
+}
+
+/*
+ * Starts tracking [start, end) of the registered mapping m: protects it, adds its range, then records
+ * the pages present. Protect first: the target may be running, and a page it populates after the
+ * protect faults, so it is dirty before the scan can miss it. Returns 1 if covered, 0 if it must be
+ * tried again later (an event is in flight, or the mapping changed under us), or a negative errno.
+ */
+static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
+{
+        Range rg = { .start = start, .end = end, .image_start = start };
+        size_t npages = (end - start) >> PAGE_SHIFT_4K;
         int r;
 
-        snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)e->target->pid);
-        pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (pagemap_fd < 0) {
-                r = -errno;
-                snprintf(err, errlen, "cannot open %s: %s", path, strerror(-r));
+        r = uffd_wp(e, start, end - start, true);
+        if (r == -EAGAIN || r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+
+        rg.pages = calloc(npages, 1);
+        if (!rg.pages)
+                return -ENOMEM;
+        if (hugetlb)
+                memset(rg.pages, PG_HUGE, npages);
+        pthread_mutex_lock(&e->lock);
+        r = range_insert(e, &rg);
+        pthread_mutex_unlock(&e->lock);
+        if (r < 0) {
+                free(rg.pages);
                 return r;
         }
+
+        if (vma_is_shmem(m))
+                r = mark_shmem(e, m, start, end);
+        else
+                r = pagemap_scan(e->pagemap_fd, start, end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE, mark_present, e);
+        return r < 0 ? r : 1;
+}
+
+/* cover_part() on every part of [start, end) that no range covers yet. *ret_retry says some part
+ * could not be covered now. */
+static int cover_gaps(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb, bool *ret_retry)
+{
+        uint64_t a = start;
+
+        while (a < end) {
+                Range *rg = range_find(e, a);
+                uint64_t b;
+                int r;
+
+                if (rg) {
+                        a = rg->end;
+                        continue;
+                }
+                rg = range_next(e, a);
+                b = rg ? MIN(rg->start, end) : end;
+                r = cover_part(e, m, a, b, hugetlb);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        *ret_retry = true;
+                a = b;
+        }
+        return 0;
+}
+
+/* ---- the prepare phase: the handler's work between two looks at the uffd ---- */
+
+static void dirty_push(Engine *e, uint64_t addr)
+{
+        if (e->n_dirty == e->n_dirty_allocated) {
+                size_t n = MAX(e->n_dirty_allocated * 2, (size_t)1024);
+                uint64_t *p = realloc(e->dirty, n * sizeof(uint64_t));
+                if (!p) {
+                        e->dirty_lost = true; /* the flags are the truth; the list is rebuilt from them */
+                        return;
+                }
+                e->dirty = p;
+                e->n_dirty_allocated = n;
+        }
+        e->dirty[e->n_dirty++] = addr;
+}
+
+/* The page at a, in rg, was released (or lost its protection): dirty, and pending since it is present
+ * now, or may be at the instant. Lock held. */
+static void page_release(Engine *e, Range *rg, uint64_t a)
+{
+        uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
+
+        if ((*p & PG_STATE_MASK) == PG_NONE) {
+                *p = (uint8_t)((*p & PG_FLAGS) | PG_PENDING);
+                e->pages_pending++;
+        }
+        if (!(*p & PG_DIRTY)) {
+                *p |= PG_DIRTY;
+                dirty_push(e, a);
+        }
+}
+
+static void page_span(const Range *rg, uint64_t addr, uint64_t *ret_start, uint64_t *ret_end)
+{
+        uint64_t a = ALIGN_DOWN(addr, PAGE_SIZE_4K);
+
+        if (rg && (rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] & PG_HUGE)) {
+                *ret_start = MAX(ALIGN_DOWN(a, HPAGE_SIZE_2M), rg->start);
+                *ret_end = MIN(ALIGN_DOWN(a, HPAGE_SIZE_2M) + HPAGE_SIZE_2M, rg->end);
+        } else {
+                *ret_start = a;
+                *ret_end = a + PAGE_SIZE_4K;
+        }
+}
+
+/* A write fault before the instant: nothing to save yet; release the page (or its huge page). Returns 1
+ * when done, 0 to retry after the event in flight has been read, or a negative errno. */
+static int pre_release(Engine *e, uint64_t addr)
+{
+        uint64_t s, t;
+        Range *rg;
+        int r;
+
+        pthread_mutex_lock(&e->lock);
+        rg = range_find(e, addr);
+        page_span(rg, addr, &s, &t);
+        r = uffd_wp(e, s, t - s, false);
+        if (r == -EAGAIN) {
+                pthread_mutex_unlock(&e->lock);
+                return 0;
+        }
+        for (uint64_t a = s; rg && a < t; a += PAGE_SIZE_4K)
+                page_release(e, rg, a);
+        e->pre_faults++;
+        pthread_mutex_unlock(&e->lock);
+        if (r == -ESRCH || (r < 0 && rg))
+                return r;
+        return 1; /* not a page we track (gone, or not covered yet): the freeze will see to it */
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/*
+ * Re-protects dirty pages, coalescing neighbours into one ioctl each, at most max_runs ioctls. What is
+ * left stays on the list. Returns 1 if pages are left, 0 if none, -EAGAIN if an event is in flight (the
+ * run that failed is dirty again), or another negative errno. *ret_pages counts pages protected.
+ */
+static int reprotect_dirty(Engine *e, size_t max_runs, uint64_t *ret_pages)
+{
+        uint64_t *list, run_s = 0, run_e = 0;
+        Range *run_rg = NULL;
+        size_t n, i, runs = 0;
+        int r = 0;
+
+        pthread_mutex_lock(&e->lock);
+        if (e->dirty_lost) {
+                e->dirty_lost = false;
+                e->n_dirty = 0;
+                for (size_t k = 0; k < e->n_ranges; k++)
+                        for (uint64_t a = e->ranges[k].start; a < e->ranges[k].end; a += PAGE_SIZE_4K)
+                                if (e->ranges[k].pages[(a - e->ranges[k].start) >> PAGE_SHIFT_4K] & PG_DIRTY)
+                                        dirty_push(e, a);
+        }
+        list = e->dirty;
+        n = e->n_dirty;
+        e->dirty = NULL;
+        e->n_dirty = e->n_dirty_allocated = 0;
+        qsort(list, n, sizeof(uint64_t), cmp_u64);
+
+        for (i = 0; i <= n; i++) {
+                Range *rg = NULL;
+                uint64_t a = 0;
+
+                if (i < n) {
+                        a = list[i];
+                        rg = range_find(e, a);
+                        if (!rg || !(rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] & PG_DIRTY))
+                                continue; /* stale, or listed twice */
+                        if (rg == run_rg && a >= run_e && a - run_e <= REPROTECT_GAP) {
+                                run_e = a + PAGE_SIZE_4K;
+                                rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] &= (uint8_t)~PG_DIRTY;
+                                continue;
+                        }
+                        if (runs == max_runs) {
+                                /* Enough for this step: flush the open run, leave the rest listed. */
+                                break;
+                        }
+                }
+                if (run_rg) {
+                        r = uffd_wp(e, run_s, run_e - run_s, true);
+                        if (r < 0) {
+                                for (uint64_t b = run_s; b < run_e; b += PAGE_SIZE_4K)
+                                        page_release(e, run_rg, b);
+                                run_rg = NULL;
+                                break;
+                        }
+                        *ret_pages += (run_e - run_s) >> PAGE_SHIFT_4K;
+                        runs++;
+                        run_rg = NULL;
+                }
+                if (i == n)
+                        break;
+                run_rg = rg;
+                run_s = a;
+                run_e = a + PAGE_SIZE_4K;
+                rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] &= (uint8_t)~PG_DIRTY;
+        }
+        if (run_rg) {
+                /* Stopped at max_runs with a run open: flush it. */
+                int q = uffd_wp(e, run_s, run_e - run_s, true);
+                if (q < 0) {
+                        for (uint64_t b = run_s; b < run_e; b += PAGE_SIZE_4K)
+                                page_release(e, run_rg, b);
+                        r = q;
+                } else
+                        *ret_pages += (run_e - run_s) >> PAGE_SHIFT_4K;
+        }
+        /* Whatever is left and still dirty goes back on the list. */
+        for (; i < n; i++) {
+                Range *rg = range_find(e, list[i]);
+                if (rg && (rg->pages[(list[i] - rg->start) >> PAGE_SHIFT_4K] & PG_DIRTY))
+                        dirty_push(e, list[i]);
+        }
+        if (r >= 0)
+                r = e->n_dirty > 0;
+        pthread_mutex_unlock(&e->lock);
+        free(list);
+        return r;
+}
+
+/* One slice of the walk over the map: registers the next mapping (whole, once) and covers up to
+ * PREPARE_SLICE of it. Returns 1 if there is more to walk, 0 when done, or a negative errno. */
+static int prepare_walk_step(Engine *e)
+{
+        while (e->pre_next_map < e->n_pre_maps) {
+                const ProcMap *m = &e->pre_maps[e->pre_next_map];
+                uint64_t s, t;
+                bool retry = false, any, gaps;
+                int r;
+
+                if (e->pre_next_addr == 0) {
+                        /* Mappings already tracked (the walk runs twice) are not registered again. */
+                        coverage(e, m->start, m->end, &any, &gaps);
+                        if (vma_is_special(m) || !gaps || register_vma(e, m) < 0) {
+                                e->pre_next_map++;
+                                continue; /* the freeze copies or flags what cannot be registered */
+                        }
+                        e->pre_next_addr = m->start;
+                        e->pre_hugetlb = vma_is_hugetlb(e, m);
+                }
+                s = e->pre_next_addr;
+                t = MIN(m->end, s + PREPARE_SLICE);
+                r = cover_gaps(e, m, s, t, e->pre_hugetlb, &retry);
+                if (r < 0)
+                        return r;
+                /* A part not covered now (the map changed) is the freeze's to cover. */
+                if (t == m->end) {
+                        e->pre_next_map++;
+                        e->pre_next_addr = 0;
+                } else
+                        e->pre_next_addr = t;
+                return 1;
+        }
+        return 0;
+}
+
+/*
+ * The handler's prepare work, one step at a time so faults are served in between: walk the map,
+ * protecting it; walk a fresh map once more (mappings made meanwhile); then passes re-protecting what
+ * the target wrote, each followed by a pause as long as the pass, until the dirty pages are few, stop
+ * shrinking, or PREPARE_PASSES is reached. Then pre_ready wakes the supervisor, which freezes.
+ * Returns the poll timeout the handler should use next (ms), or a negative errno.
+ */
+static int prepare_work(Engine *e)
+{
+        uint64_t now = now_usec(), pages = 0;
+        int r;
+
+        if (atomic_load(&e->pre_ready))
+                return 100;
+
+        if (!e->pre_walked) {
+                r = prepare_walk_step(e);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        return 0;
+                if (!e->pre_rewalked) {
+                        proc_maps_free(e->pre_maps, e->n_pre_maps);
+                        e->pre_maps = NULL;
+                        e->n_pre_maps = e->pre_next_map = 0;
+                        r = proc_maps_read(e->target->pid, &e->pre_maps, &e->n_pre_maps);
+                        if (r < 0)
+                                return r;
+                        e->pre_rewalked = true;
+                        return 0;
+                }
+                e->pre_walked = true;
+                e->pass_start = now;
+                e->pass_active = true;
+        }
+
+        if (e->pass_active) {
+                r = reprotect_dirty(e, REPROTECT_RUNS, &pages);
+                if (r == -EAGAIN)
+                        return 1; /* an event is in flight: read it first */
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        return 0;
+                e->pass_active = false;
+                e->pre_passes++;
+                e->settle_until = now + MAX(now - e->pass_start, (uint64_t)1000);
+                return 1;
+        }
+
+        if (now < e->settle_until)
+                return 1;
+
+        pthread_mutex_lock(&e->lock);
+        size_t dirty = e->n_dirty;
+        pthread_mutex_unlock(&e->lock);
+        if (dirty <= DIRTY_LEFT || e->pre_passes >= PREPARE_PASSES || (e->pre_passes >= 2 && dirty >= e->last_dirty)) {
+                atomic_store(&e->pre_ready, true);
+                (void)eventfd_write(e->super_fd, 1);
+                return 100;
+        }
+        e->last_dirty = dirty;
+        e->pass_start = now;
+        e->pass_active = true;
+        return 0;
+}
+
+/* ---- the freeze's share ---- */
+
+/*
+ * Classifies every mapping at the instant and makes sure each is tracked: registered ones have their
+ * uncovered parts (all of them without a prepare phase) protected and scanned now, the dirty pages are
+ * re-protected; mappings that cannot be registered have their private pages copied now, while the
+ * target is stopped.
+ */
+static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas, char *err, size_t errlen)
+{
+        uint64_t pages = 0;
+        int r;
 
         for (size_t i = 0; i < n; i++) {
                 const ProcMap *m = &maps[i];
                 ImageVma *v = &vmas[i];
                 bool anon = m->inode == 0 && (!m->name || m->name[0] == '[' || startswith(m->name, "[anon"));
-                struct uffdio_register reg = {
-                        .range = { .start = m->start, .len = m->end - m->start },
-                        .mode = UFFDIO_REGISTER_MODE_WP,
-                };
+                bool any, gaps, retry = false;
 
                 *v = (ImageVma){
                         .start = m->start, .end = m->end, .pgoff = m->offset, .prot = m->prot,
@@ -1130,8 +1641,7 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 if (m->shared)
                         v->flags |= IMAGE_VMA_SHARED;
 
-                if (m->name && m->name[0] == '[' && !streq(m->name, "[heap]") && !startswith(m->name, "[stack") &&
-                    !startswith(m->name, "[anon")) {
+                if (vma_is_special(m)) {
                         v->flags |= IMAGE_VMA_SPECIAL;
                         if (streq(m->name, "[vdso]")) {
                                 r = copy_frozen(e, m->start, m->end, 0);
@@ -1142,41 +1652,30 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                         continue;
                 }
 
-                if (ioctl(e->uffd, UFFDIO_REGISTER, &reg) == 0) {
-                        Range rg = { .start = m->start, .end = m->end, .image_start = m->start };
-
-                        rg.pages = calloc((m->end - m->start) >> PAGE_SHIFT_4K, 1);
-                        if (!rg.pages)
-                                return -ENOMEM;
-                        r = range_insert(e, &rg);
+                coverage(e, m->start, m->end, &any, &gaps);
+                if (gaps) {
+                        r = register_vma(e, m);
+                        if (r >= 0)
+                                r = cover_gaps(e, m, m->start, m->end, vma_is_hugetlb(e, m), &retry);
+                        else if (!any)
+                                goto unregistrable;
+                        if (r >= 0 && retry)
+                                r = -EAGAIN;
                         if (r < 0) {
-                                free(rg.pages);
+                                snprintf(err, errlen, "protecting 0x%" PRIx64 "-0x%" PRIx64 " (%s) failed: %s",
+                                         m->start, m->end, m->name ?: "anonymous", strerror(-r));
                                 return r;
                         }
-
-                        if (m->shared || name_is_shmem(m->name)) {
-                                v->flags |= IMAGE_VMA_SHMEM;
-                                r = mark_shmem(e, m);
-                        } else {
-                                v->flags |= IMAGE_VMA_ANON;
-                                r = pagemap_scan(pagemap_fd, m->start, m->end, 0, 0,
-                                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE,
-                                                 mark_present, e);
-                        }
-                        if (r < 0) {
-                                snprintf(err, errlen, "scanning pages of 0x%" PRIx64 "-0x%" PRIx64 " failed: %s",
-                                         m->start, m->end, strerror(-r));
-                                return r;
-                        }
-                        continue;
                 }
+                v->flags |= vma_is_shmem(m) ? IMAGE_VMA_SHMEM : IMAGE_VMA_ANON;
+                continue;
 
+        unregistrable:
                 /* Not registrable: copy now what the file does not hold. */
                 if (anon) {
                         /* e.g. registered by the target's own userfaultfd (EBUSY) */
                         v->flags |= IMAGE_VMA_ANON;
-                        r = pagemap_scan(pagemap_fd, m->start, m->end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                        r = pagemap_scan(e->pagemap_fd, m->start, m->end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                                          PAGE_IS_PRESENT, copy_frozen, e);
                 } else if (m->shared) {
                         v->content = IMAGE_VMA_CONTENT_FILE;
@@ -1184,7 +1683,7 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                         r = 0;
                 } else {
                         v->content = IMAGE_VMA_CONTENT_FILE;
-                        r = pagemap_scan(pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
+                        r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
                                          PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, copy_frozen, e);
                 }
                 if (r < 0) {
@@ -1194,14 +1693,14 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 }
         }
 
-        /* Protect last: one ioctl per registered range. */
-        for (size_t i = 0; i < e->n_ranges; i++) {
-                r = uffd_wp(e, e->ranges[i].start, e->ranges[i].end - e->ranges[i].start, true);
-                if (r < 0) {
-                        snprintf(err, errlen, "write-protecting 0x%" PRIx64 "-0x%" PRIx64 " failed: %s",
-                                 e->ranges[i].start, e->ranges[i].end, strerror(-r));
-                        return r;
-                }
+        /* What the target wrote since the prepare phase's last pass. */
+        do
+                r = reprotect_dirty(e, SIZE_MAX, &pages);
+        while (r > 0);
+        e->pages_reprotected = pages;
+        if (r < 0) {
+                snprintf(err, errlen, "re-protecting written pages failed: %s", strerror(-r));
+                return r;
         }
 
         atomic_fetch_add(&e->bytes_total, e->pages_pending << PAGE_SHIFT_4K);
@@ -1445,7 +1944,16 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
         if (r < 0)
                 goto out;
 
-        if (ioctl(e->uffd, UFFDIO_API, &api) < 0) {
+        /* WP_UNPOPULATED makes a protect cover empty pages too, which the prepare phase needs. A refused
+         * feature leaves the uffd uninitialised, so asking again without it is allowed. */
+        api.features |= UFFD_FEATURE_WP_UNPOPULATED;
+        e->prepare = ioctl(e->uffd, UFFDIO_API, &api) == 0;
+        if (!e->prepare && errno == EINVAL) {
+                api = (struct uffdio_api){ .api = UFFD_API, .features = api.features & ~UFFD_FEATURE_WP_UNPOPULATED };
+                if (ioctl(e->uffd, UFFDIO_API, &api) == 0)
+                        goto out;
+        }
+        if (!e->prepare) {
                 r = -errno;
                 snprintf(err, errlen, "this kernel's userfaultfd lacks write-protect or events (UFFDIO_API: %s)",
                          strerror(-r));
@@ -1556,6 +2064,13 @@ static void supervise_status(Engine *e, pid_t w, int status)
         switch (status >> 16) {
         case PTRACE_EVENT_EXIT:
                 tr->state = TRACEE_EXITING;
+                if (e->pre) {
+                        /* Its last writes could meet a page the prepare phase re-protects after we let
+                         * it go: it waits in its exit stop until after the instant (supervise()). */
+                        if (w == t->pid)
+                                engine_fail(e, -ESRCH, "PID %d exited during the snapshot", (int)t->pid);
+                        return;
+                }
                 handle_exit(e, tr);
                 break;
         case PTRACE_EVENT_CLONE: {
@@ -1604,19 +2119,20 @@ static void reap_all(Engine *e)
         }
 }
 
-static void supervise(Engine *e, int sfd)
+/* Serves ptrace stops and termination signals until *until (or a failure). */
+static void supervise(Engine *e, int sfd, atomic_bool *until)
 {
         Target *t = e->target;
         uint64_t last_progress = 0;
 
-        /* Threads already exiting at the freeze. */
-        for (size_t i = 0; i < t->n_threads; i++)
+        /* Threads already exiting at the freeze (or held since the prepare phase). */
+        for (size_t i = 0; !e->pre && i < t->n_threads; i++)
                 if (t->threads[i].state == TRACEE_EXITING) {
                         handle_exit(e, &t->threads[i]);
                         (void)tracee_resume(t, &t->threads[i]);
                 }
 
-        while (!atomic_load(&e->stop) && !atomic_load(&e->copier_done)) {
+        while (!atomic_load(&e->stop) && !atomic_load(until)) {
                 struct pollfd p[3] = {
                         { .fd = sfd, .events = POLLIN },
                         { .fd = e->stop_fd, .events = POLLIN },
@@ -1635,7 +2151,7 @@ static void supervise(Engine *e, int sfd)
                 reap_all(e);
 
                 uint64_t now = now_usec();
-                if (e->opts->progress && now - last_progress >= 100000) {
+                if (e->opts->progress && !e->pre && now - last_progress >= 100000) {
                         last_progress = now;
                         e->opts->progress(e->opts->userdata, atomic_load(&e->bytes_done),
                                           atomic_load(&e->bytes_total));
@@ -1703,6 +2219,9 @@ static json_object *build_meta(Engine *e, const char *exe, char **argv, const ch
         STAT(threads);
         STAT(peak_buffer_bytes);
         STAT(throttle_us);
+        STAT(prepare_us);
+        STAT(prepare_passes);
+        STAT(pages_reprotected);
 #undef STAT
         json_object_object_add(meta, "stats", stats);
         return meta;
@@ -1767,7 +2286,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         e = calloc(1, sizeof(*e));
         if (!e)
                 return -ENOMEM;
-        e->uffd = e->stop_fd = e->super_fd = -EBADF;
+        e->uffd = e->stop_fd = e->super_fd = e->handler_fd = e->pagemap_fd = -EBADF;
         e->opts = &opts;
         e->path = path;
         e->buf_limit = opts.buffer_size;
@@ -1789,7 +2308,8 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
 
         e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         e->super_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (e->stop_fd < 0 || e->super_fd < 0) {
+        e->handler_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (e->stop_fd < 0 || e->super_fd < 0 || e->handler_fd < 0) {
                 r = -errno;
                 snprintf(res->error, sizeof(res->error), "eventfd: %s", strerror(-r));
                 goto out;
@@ -1828,6 +2348,18 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         r = create_uffd(e, pid, res->error, sizeof(res->error));
         if (r < 0)
                 goto out;
+        if (getenv("LIVESNAP_NO_PREPARE"))
+                e->prepare = false; /* for comparisons: everything inside the freeze */
+        {
+                char p[64];
+                snprintf(p, sizeof(p), "/proc/%d/pagemap", (int)pid);
+                e->pagemap_fd = open(p, O_RDONLY | O_CLOEXEC);
+                if (e->pagemap_fd < 0) {
+                        r = -errno;
+                        snprintf(res->error, sizeof(res->error), "cannot open %s: %s", p, strerror(-r));
+                        goto out;
+                }
+        }
 
         /* The writer runs from the start, so pages copied during the freeze stay within the buffer too. */
         r = -pthread_create(&writer, NULL, writer_thread, e);
@@ -1842,6 +2374,31 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 goto out;
         phase(&opts, LIVESNAP_PHASE_ATTACHING);
 
+        /* ---- the prepare phase: the handler protects while the target runs ---- */
+        if (e->prepare) {
+                uint64_t t0 = now_usec();
+
+                phase(&opts, LIVESNAP_PHASE_PREPARING);
+                r = proc_maps_read(pid, &e->pre_maps, &e->n_pre_maps);
+                if (r < 0) {
+                        snprintf(res->error, sizeof(res->error), "reading /proc/%d/maps failed: %s", (int)pid,
+                                 strerror(-r));
+                        goto out;
+                }
+                e->pre = true;
+                r = -pthread_create(&handler, NULL, handler_thread, e);
+                if (r < 0) {
+                        handler = 0;
+                        snprintf(res->error, sizeof(res->error), "cannot start the fault handler: %s", strerror(-r));
+                        goto out;
+                }
+                supervise(e, sfd, &e->pre_ready);
+                if (atomic_load(&e->error) < 0)
+                        goto failed;
+                res->prepare_us = now_usec() - t0;
+                res->prepare_passes = e->pre_passes;
+        }
+
         /* ---- the freeze ---- */
         t_freeze0 = now_usec();
         uint64_t t_step = t_freeze0;
@@ -1849,6 +2406,17 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         if (r < 0)
                 goto out;
         debug_step("stop all threads", &t_step);
+        if (handler) {
+                pthread_mutex_lock(&e->lock);
+                e->park = true;
+                (void)eventfd_write(e->handler_fd, 1);
+                while (!e->parked && !atomic_load(&e->stop))
+                        pthread_cond_wait(&e->cond, &e->lock);
+                pthread_mutex_unlock(&e->lock);
+                if (atomic_load(&e->error) < 0)
+                        goto failed;
+                debug_step("park the fault handler", &t_step);
+        }
         clock_gettime(CLOCK_REALTIME, &t_at);
 
         r = target_capture_threads(e->target);
@@ -1897,14 +2465,23 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         if (r < 0)
                 goto out;
         debug_step("register, scan, protect", &t_step);
+        res->pages_reprotected = e->pages_reprotected;
 
         phase(&opts, LIVESNAP_PHASE_FROZEN);
 
-        r = -pthread_create(&handler, NULL, handler_thread, e);
-        if (r < 0) {
-                handler = 0;
-                snprintf(res->error, sizeof(res->error), "cannot start the fault handler: %s", strerror(-r));
-                goto out;
+        if (handler) {
+                pthread_mutex_lock(&e->lock);
+                e->pre = false;
+                e->park = false;
+                pthread_cond_broadcast(&e->cond);
+                pthread_mutex_unlock(&e->lock);
+        } else {
+                r = -pthread_create(&handler, NULL, handler_thread, e);
+                if (r < 0) {
+                        handler = 0;
+                        snprintf(res->error, sizeof(res->error), "cannot start the fault handler: %s", strerror(-r));
+                        goto out;
+                }
         }
         r = target_resume_all(e->target);
         t_freeze1 = now_usec();
@@ -1924,7 +2501,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 goto out;
         }
 
-        supervise(e, sfd);
+        supervise(e, sfd, &e->copier_done);
 
         if (atomic_load(&e->error) < 0)
                 goto failed;
@@ -2024,8 +2601,12 @@ out:
                 free(e->ranges[i].pages);
         free(e->ranges);
         free(e->holes);
+        free(e->dirty);
+        proc_maps_free(e->pre_maps, e->n_pre_maps);
         safe_close(e->stop_fd);
         safe_close(e->super_fd);
+        safe_close(e->handler_fd);
+        safe_close(e->pagemap_fd);
         if (sfd >= 0) {
                 /* Drop SIGCHLDs our ptrace generated so the caller does not see them. */
                 struct signalfd_siginfo si;
@@ -2055,6 +2636,7 @@ _export_ const char *livesnap_phase_to_string(LivesnapPhase p)
                 [LIVESNAP_PHASE_FROZEN] = "frozen",
                 [LIVESNAP_PHASE_COPYING] = "copying",
                 [LIVESNAP_PHASE_FINISHING] = "finishing",
+                [LIVESNAP_PHASE_PREPARING] = "preparing",
         };
 
         if ((unsigned)p >= _LIVESNAP_PHASE_MAX)

@@ -70,6 +70,10 @@ test_stop_at() {
                 all_threads_in t "$VICTIM_PID" ||
                         die "livesnap stopped at 'frozen' but the victim's threads are in states $(thread_states "$VICTIM_PID" | tr '\n' ' '), expected all t"
                 ;;
+        preparing)
+                # Before the freeze the target runs; the handler has not started protecting yet.
+                assert_not_stopped "$VICTIM_PID" "victim during the 'preparing' phase"
+                ;;
         copying)
                 # The target was resumed (its writers may now wait in userfaultfd for the stopped
                 # livesnap, but none is in a ptrace stop).
@@ -103,7 +107,7 @@ test_kill_after() {
         kill_wait "$VICTIM_PID"
 }
 
-for phase in attaching frozen copying finishing; do
+for phase in attaching preparing frozen copying finishing; do
         test_stop_at "$phase"
 done
 for delay in 0.005 0.01 0.02 0.05 0.2 0.5 1.0; do
