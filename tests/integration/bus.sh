@@ -147,8 +147,12 @@ cp "$SWEEP_DIR/layout" "$out/"
 cat_layout "$TEST_TMP/exported.lsnap" "$out"
 victim_check victim-sweep "$out"
 assert_victim_ok "$SWEEP" "$SWEEP_DIR"
-"$LIVESNAP" show "$ID" --json | jq -e --arg id "$ID" '.Id == $id and .Label == "sweep test"' >/dev/null ||
+"$LIVESNAP" show "$ID" --json >"$TEST_TMP/show.json"
+jq -e --arg id "$ID" '.Id == $id and .Label == "sweep test"' "$TEST_TMP/show.json" >/dev/null ||
 	die "show does not describe the checkpoint"
+# The worker reads these for the record (the bus-facing process may not read another's /proc/PID/exe).
+jq -e '(.Exe | endswith("/victim-sweep")) and (.CommandLine | contains("victim-sweep"))' \
+	"$TEST_TMP/show.json" >/dev/null || die "the record lacks the target's exe or command line: $(cat "$TEST_TMP/show.json")"
 log "checkpoint $ID through the daemon is point-in-time"
 
 # ---- rights ----
@@ -255,6 +259,20 @@ log "killed spawner: the daemon stopped with status 1"
 "$LIVESNAP" delete "$ID" || die "delete failed"
 expect_exit 1 "$LIVESNAP" show "$ID"
 [[ ! -e $STORE/$ID.lsnap ]] || die "delete left the image"
+
+# a stopped daemon (SIGTERM) with a job running: the worker aborts cleanly, the spawner waits for it
+"$LIVESNAP" checkpoint "$SLOW" >/dev/null
+sleep 0.5
+mapfile -t children < <(pgrep -P "$DAEMON_PID")
+kill -TERM "$DAEMON_PID"
+wait_until 30 "livesnapd to stop on SIGTERM" gone "$DAEMON_PID"
+rc=0
+wait "$DAEMON_PID" || rc=$?
+((rc == 0)) || die "livesnapd exited $rc on SIGTERM, expected 0"
+gone "${children[0]}" || die "the spawner outlived the daemon"
+assert_victim_ok "$SLOW" "$SLOW_DIR"
+if ls -A "$STORE" | grep -q '^\.'; then die "a temporary file survived a stop: $(ls -A "$STORE")"; fi
+log "stopped daemon: the running job aborted, the target intact, nothing left in the store"
 
 # ---- bad configurations: refused with file and line ----
 printf '{\n  "store_dir": "/tmp/x",\n  "max_jobz": 3\n}\n' >"$TEST_TMP/bad.json"
