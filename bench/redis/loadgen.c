@@ -3,11 +3,13 @@
  *
  *   loadgen SOCKET CONNS KEYSPACE VALUE_BYTES [RATE]
  *
- * CONNS connections each keep one SET outstanding (redis-benchmark -c CONNS -P 1). With RATE = 0
- * (default) the load is closed-loop like redis-benchmark: a connection sends its next SET when the
- * reply comes. With RATE > 0 requests are due at RATE per second and a request's latency counts
- * from when it was due, not when a free connection sent it (so a stalled server is not hidden by
- * the load slowing down with it).
+ * CONNS connections each keep one SET outstanding (redis-benchmark -c CONNS -P 1). Values are
+ * slices of a random pool of printable bytes (about as compressible as run.sh's populated values),
+ * so the RDB's size does not depend on how long the load ran. With RATE = 0 (default) the load is
+ * closed-loop like redis-benchmark: a connection sends its next SET when the reply comes. With
+ * RATE > 0 requests are due at RATE per second and a request's latency counts from when it was due,
+ * not when a free connection sent it (so a stalled server is not hidden by the load slowing down
+ * with it).
  *
  * Windows are set on stdin as for pingloop: "mark NAME" ends the current window and starts NAME,
  * "quit" or EOF ends the last and exits. Each window prints one line:
@@ -109,15 +111,17 @@ static int control(void)
 	return 1;
 }
 
-static char *req;
-static size_t reqlen, keyoff;
+static char *req, *pool;
+static size_t reqlen, keyoff, valoff, vallen;
 static long keyspace;
+#define POOL_BYTES 65536
 
 static void send_set(struct conn *c, int64_t due)
 {
 	char key[16];
 	snprintf(key, sizeof key, "%012ld", (long)(xorshift() % (uint64_t)keyspace));
 	memcpy(req + keyoff, key, 12);
+	memcpy(req + valoff, pool + xorshift() % (POOL_BYTES - vallen), vallen);
 	size_t off = 0;
 	while (off < reqlen) { /* the socket buffer takes a request of a few hundred bytes at once */
 		ssize_t n = write(c->fd, req + off, reqlen - off);
@@ -153,6 +157,15 @@ int main(int argc, char **argv)
 	int h = sprintf(req, "*3\r\n$3\r\nSET\r\n$16\r\nkey:");
 	keyoff = (size_t)h;
 	h += sprintf(req + h, "000000000000\r\n$%ld\r\n", vlen);
+	valoff = (size_t)h;
+	vallen = (size_t)vlen;
+	if (vallen > POOL_BYTES / 2) {
+		fprintf(stderr, "loadgen: VALUE_BYTES at most %d\n", POOL_BYTES / 2);
+		return 2;
+	}
+	pool = malloc(POOL_BYTES);
+	for (size_t i = 0; i < POOL_BYTES; i++)
+		pool[i] = (char)(33 + xorshift() % 94);
 	memset(req + h, 'x', (size_t)vlen);
 	memcpy(req + h + vlen, "\r\n", 2);
 	reqlen = (size_t)h + (size_t)vlen + 2;
