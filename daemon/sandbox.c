@@ -107,8 +107,15 @@ static int drop_capabilities(const cap_value_t *keep, size_t n_keep)
 int sandbox_enter_spawner(void)
 {
         static const cap_value_t keep[] = { CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH };
+        int r;
 
-        return drop_capabilities(keep, ELEMENTSOF(keep));
+        r = drop_capabilities(keep, ELEMENTSOF(keep));
+        if (r < 0)
+                return r;
+        /* Nothing here executes a program; should anything ever, it gains nothing by it. */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                return negative_errno();
+        return 0;
 }
 
 int sandbox_enter_exporter(void)
@@ -225,9 +232,10 @@ int sandbox_probe(FILE *out)
         /* What the kernel says of this process, as it would of the daemon's bus-facing process. */
         {
                 _cleanup_free_ char *status = NULL;
+                char *save = NULL;
 
                 if (read_full_file("/proc/self/status", &status, NULL) >= 0)
-                        for (char *line = strtok(status, "\n"); line; line = strtok(NULL, "\n"))
+                        for (char *line = strtok_r(status, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
                                 if (startswith(line, "Seccomp") || startswith(line, "Cap") ||
                                     startswith(line, "NoNewPrivs"))
                                         fprintf(out, "%s\n", line);

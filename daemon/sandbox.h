@@ -13,7 +13,8 @@
 /* Capabilities of the spawner and so of every worker it forks: ptrace (CAP_SYS_PTRACE), suspending a
  * target's seccomp filter and reading /proc/PID/map_files (CAP_SYS_ADMIN), and reading other users'
  * /proc/PID/mem, pagemap and checkpoint images (CAP_DAC_READ_SEARCH). Drops every other one from the
- * effective, permitted, inheritable, ambient and (when allowed to) bounding sets. */
+ * effective, permitted, inheritable, ambient and (when allowed to) bounding sets, and sets no_new_privs.
+ * Installs no seccomp filter: see sandbox.c. */
 int sandbox_enter_spawner(void);
 
 /* Capabilities of an export child: reading a checkpoint image owned by another user. */
