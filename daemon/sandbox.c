@@ -7,11 +7,12 @@
  * the one worth attacking; it never touches a target. Right after start-up it forks the spawner, a small
  * loop that forks the job workers and export children on its request, and then it gives up almost
  * everything: it keeps CAP_CHOWN and CAP_FOWNER (store_add() hands a finished image and its record to
- * the user who asked for it) and installs a seccomp allow-list in which fork, exec, ptrace, mount,
- * namespaces, module loading, new sockets and the rest simply do not exist. A caller who took over the
- * bus-facing process can still ask the spawner for what the daemon could always do (a checkpoint of a
- * process, an export of a checkpoint); the spawner checks those requests itself and builds every path
- * from the store directory, so it cannot be made to open anything else.
+ * the user who asked for it) and installs a seccomp allow-list that refuses fork, exec, ptrace, kill,
+ * mount, namespaces, module loading, new sockets and everything else it does not name. A caller who took
+ * over the bus-facing process can still ask the spawner for what the daemon could always do (a checkpoint
+ * of a process, an export of a checkpoint); the spawner checks those requests itself and builds every
+ * path from the store directory, so it cannot be made to open anything else. (It still runs as uid 0,
+ * so files root owns stay open to it as far as their modes and the unit's ProtectSystem= allow.)
  *
  * The spawner and the workers keep CAP_SYS_PTRACE, CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH and nothing
  * else, and they stay unfiltered on purpose: a worker injects system calls into its target through
@@ -130,8 +131,8 @@ int sandbox_enter_exporter(void)
  * with file descriptors on the bus socket and the spawner's), the store (files in one directory), /proc
  * reads about callers and targets, pidfds of targets and workers, and malloc. Taken from the bus test run
  * with the bus-facing process under strace, plus the calls of paths it does not take (retention,
- * timeouts). Old
- * spellings (rename, chown, ...) are there because glibc still uses them where the kernel has them.
+ * timeouts). Old spellings (rename, chown, ...) are there because glibc still uses them where the kernel
+ * has them. Signals go to workers through their pidfds only: kill() is not on the list.
  */
 static const char *const bus_syscalls[] = {
         /* memory (malloc, json-c, sd-bus) */
