@@ -935,6 +935,13 @@ static int job_start(Manager *m, sd_bus_message *msg, Job *j, uint32_t pid, int 
         /* Checked through a pidfd, and seen alive after the checks: they were about this process. */
         if (pidfd < 0) {
                 pidfd = own_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+                /* A thread that is not its group's leader: EINVAL, or ENOENT since Linux 6.9. */
+                if (pidfd < 0 && (errno == EINVAL || errno == ENOENT)) {
+                        r = sd_bus_error_setf(error, ERR_INVALID,
+                                              "PID %" PRIu32 " is a thread, not a process (give its process's PID)",
+                                              pid);
+                        goto fail;
+                }
                 if (pidfd < 0 && errno != ESRCH) {
                         r = -errno;
                         goto fail;

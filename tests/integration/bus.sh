@@ -178,6 +178,11 @@ expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Che
 grep -q "invalid PID" "$TEST_TMP/err" || die "PID 0 not refused clearly"
 expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Checkpoint 'ua{sv}' 999999999 0
 grep -qi "no such process\|invalid PID" "$TEST_TMP/err" || die "a missing PID not refused clearly"
+TID=$(ls /proc/"$SWEEP"/task | grep -vx "$SWEEP" | head -n 1 || true)
+if [[ -n $TID ]]; then
+	expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Checkpoint 'ua{sv}' "$TID" 0
+	grep -q "is a thread" "$TEST_TMP/err" || die "a thread's TID not refused clearly: $(cat "$TEST_TMP/err")"
+fi
 expect_exit 1 busctl call org.livesnap1 /org/livesnap1 org.livesnap1.Manager Checkpoint 'ua{sv}' "$SWEEP" 1 \
 	buffer_size s big
 grep -q "must be a uint64" "$TEST_TMP/err" || die "a bad option type not refused clearly"
