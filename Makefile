@@ -125,6 +125,11 @@ tests: all units $(UNIT_BINS) $(VICTIM_BINS) $(SAN_BINS) $(FUZZ_REPLAY_BINS) $(B
 check: tests
 	BUILD=$(abspath $(BUILD)) bash tests/run.sh
 
+# Not part of `make check`: boots systemd as PID 1 in a container with livesnap installed and checks
+# the checkpoint timer of a service (tests/system/nspawn-timer.sh; root, systemd-nspawn, about a minute).
+check-system: all units $(BUILD)/tests/victims/victim-sweep
+	BUILD=$(abspath $(BUILD)) timeout --kill-after=30 900 bash tests/system/nspawn-timer.sh
+
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DBUSPOLICYDIR ?= $(PREFIX)/share/dbus-1/system.d
 DBUSSERVICEDIR ?= $(PREFIX)/share/dbus-1/system-services
@@ -170,6 +175,6 @@ format-check:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all tests check clean format-check install uninstall fuzz units
+.PHONY: all tests check check-system clean format-check install uninstall fuzz units
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(BUILD)/daemon/livesnapd.d
