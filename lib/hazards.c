@@ -435,6 +435,52 @@ fail:
         return r;
 }
 
+static int json_add(json_object *o, const char *key, json_object *v)
+{
+        if (!v)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int json_append(json_object *arr, json_object *v)
+{
+        if (!v)
+                return -ENOMEM;
+        if (json_object_array_add(arr, v) < 0) {
+                json_object_put(v);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int hazards_pinned_to_json(const HazardRange *r, size_t n, json_object **ret)
+{
+        json_object *arr;
+
+        assert(r || n == 0);
+        assert(ret);
+
+        arr = json_object_new_array();
+        if (!arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                json_object *o = json_object_new_object();
+                if (json_append(arr, o) < 0 ||
+                    json_add(o, "start", json_object_new_uint64(r[i].start)) < 0 ||
+                    json_add(o, "end", json_object_new_uint64(r[i].end)) < 0 ||
+                    json_add(o, "reason", json_object_new_string(r[i].reason ?: "pinned")) < 0) {
+                        json_object_put(arr);
+                        return -ENOMEM;
+                }
+        }
+        *ret = arr;
+        return 0;
+}
+
 /* ---- shared elsewhere ---- */
 
 static int shared_cmp(const void *a, const void *b)
@@ -459,6 +505,39 @@ const HazardShared *hazards_shared_find(const HazardShared *s, size_t n, const P
         if (!m->shared || !s)
                 return NULL;
         return shared_lookup((HazardShared *)s, n, m->dev_major, m->dev_minor, m->inode);
+}
+
+int hazards_shared_to_json(const HazardShared *s, size_t n, json_object **ret)
+{
+        json_object *arr;
+
+        assert(s || n == 0);
+        assert(ret);
+
+        arr = json_object_new_array();
+        if (!arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                json_object *o = json_object_new_object(), *pids = NULL;
+                char dev[32];
+
+                snprintf(dev, sizeof(dev), "%02x:%02x", s[i].dev_major, s[i].dev_minor);
+                if (json_append(arr, o) < 0 || json_add(o, "dev", json_object_new_string(dev)) < 0 ||
+                    json_add(o, "inode", json_object_new_uint64(s[i].inode)) < 0 ||
+                    json_add(o, "pids", pids = json_object_new_array()) < 0 ||
+                    json_add(o, "n_pids", json_object_new_uint64(s[i].n_pids)) < 0 ||
+                    json_add(o, "self_fd", json_object_new_boolean(s[i].self_fd)) < 0) {
+                        json_object_put(arr);
+                        return -ENOMEM;
+                }
+                for (size_t k = 0; k < MIN(s[i].n_pids, (size_t)HAZARD_SHARED_PIDS_MAX); k++)
+                        if (json_append(pids, json_object_new_int(s[i].pids[k])) < 0) {
+                                json_object_put(arr);
+                                return -ENOMEM;
+                        }
+        }
+        *ret = arr;
+        return 0;
 }
 
 static void shared_add_pid(HazardShared *s, pid_t pid)

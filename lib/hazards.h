@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <json-c/json.h>
+
 #include "procfs.h"
 
 /* ---- pinned ranges ---- */
@@ -58,6 +60,11 @@ int hazard_ranges_normalize(HazardRange *r, size_t *n);
  * another negative errno. */
 int hazards_pinned_ranges(pid_t pid, HazardRange **ret, size_t *ret_n);
 
+/* The image's form of the ranges, for the engine's META section ("pinned"): a JSON array of
+ * {"start": N, "end": N, "reason": "..."} (addresses as numbers, like the mappings' in `info --json`).
+ * Returns 0 or -ENOMEM. */
+int hazards_pinned_to_json(const HazardRange *r, size_t n, json_object **ret);
+
 /* ---- shared with other processes ---- */
 
 #define HAZARD_SHARED_PIDS_MAX 8
@@ -78,6 +85,10 @@ typedef struct HazardShared {
  * be read are skipped. Returns 0 with *ret (sorted by dev, inode) and *ret_n, or a negative errno. */
 int hazards_shared_elsewhere(pid_t pid, const ProcMap *maps, size_t n_maps, HazardShared **ret,
                              size_t *ret_n);
+
+/* The image's form, for META ("shared_elsewhere"): a JSON array of {"dev": "00:01", "inode": N,
+ * "pids": [...], "n_pids": N, "self_fd": bool}. Returns 0 or -ENOMEM. */
+int hazards_shared_to_json(const HazardShared *s, size_t n, json_object **ret);
 
 /* Parses the open flags of an fdinfo text ("flags:\t0100002", octal). Returns 0 or -EBADMSG. */
 int hazards_fdinfo_flags_parse(const char *text, int *ret_flags);

@@ -237,6 +237,42 @@ static void test_normalize(void **state)
         hazard_ranges_free(NULL, 0);
 }
 
+static void test_json(void **state)
+{
+        HazardRange r[2] = {
+                {.start = 0x7f0000001000ULL,
+                 .end = 0x7f0000003000ULL,
+                 .reason = (char *)"io_uring fixed buffer (fd 5)"},
+                {.start = 0x1000, .end = 0x2000, .reason = NULL},
+        };
+        HazardShared s[1] = {{
+                .dev_major = 0,
+                .dev_minor = 1,
+                .inode = 4113,
+                .n_pids = HAZARD_SHARED_PIDS_MAX + 3,
+                .self_fd = true,
+        }};
+        json_object *j = NULL;
+
+        for (int i = 0; i < HAZARD_SHARED_PIDS_MAX; i++)
+                s[0].pids[i] = 100 + i;
+        assert_int_equal(hazards_pinned_to_json(r, 2, &j), 0);
+        assert_string_equal(
+                json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN),
+                "[{\"start\":139637976731648,\"end\":139637976739840,\"reason\":\"io_uring fixed buffer (fd "
+                "5)\"},{\"start\":4096,\"end\":8192,\"reason\":\"pinned\"}]");
+        json_object_put(j);
+        assert_int_equal(hazards_pinned_to_json(NULL, 0, &j), 0);
+        assert_string_equal(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN), "[]");
+        json_object_put(j);
+
+        assert_int_equal(hazards_shared_to_json(s, 1, &j), 0);
+        assert_string_equal(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN),
+                            "[{\"dev\":\"00:01\",\"inode\":4113,\"pids\":[100,101,102,103,104,105,106,107],"
+                            "\"n_pids\":11,\"self_fd\":true}]");
+        json_object_put(j);
+}
+
 /* ---- robustness ---- */
 
 static void run_parsers(const char *text)
@@ -507,10 +543,15 @@ static void test_self_shared(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_fdinfo_parse),     cmocka_unit_test(test_fdinfo_incomplete),
-                cmocka_unit_test(test_fdinfo_malformed), cmocka_unit_test(test_fdinfo_flags),
-                cmocka_unit_test(test_normalize),        cmocka_unit_test(test_robustness),
-                cmocka_unit_test(test_self_pinned),      cmocka_unit_test(test_self_shared),
+                cmocka_unit_test(test_fdinfo_parse),
+                cmocka_unit_test(test_fdinfo_incomplete),
+                cmocka_unit_test(test_fdinfo_malformed),
+                cmocka_unit_test(test_fdinfo_flags),
+                cmocka_unit_test(test_normalize),
+                cmocka_unit_test(test_json),
+                cmocka_unit_test(test_robustness),
+                cmocka_unit_test(test_self_pinned),
+                cmocka_unit_test(test_self_shared),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
