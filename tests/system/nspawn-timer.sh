@@ -266,17 +266,20 @@ wait_until 60 "$VICTIM_UNIT.service ready" test -e "$ROOT$VICTIM_STATE/ready"
 VCTPID=$(in_ct systemctl show -P MainPID "$VICTIM_UNIT.service")
 ((VCTPID > 0)) || die "$VICTIM_UNIT.service has no main PID"
 # The victim's PID on the host, for lib.sh's checks through /proc.
-VPID=
-ct_pidns=$(readlink /proc/"$LEADER"/ns/pid)
-for p in /proc/[0-9]*; do
-	[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ct_pidns" ]] || continue
-	nspid=$(awk '/^NSpid:/ {print $NF}' "$p/status" 2>/dev/null) || continue
-	if [[ $nspid == "$VCTPID" ]]; then
-		VPID=${p#/proc/}
-		break
-	fi
-done
-[[ -n $VPID ]] || die "cannot find the host PID of the victim (PID $VCTPID in the container)"
+# host_pid CTPID: the host's PID of the container's process CTPID, for lib.sh's checks through /proc.
+host_pid() {
+	local p ns
+	ns=$(readlink /proc/"$LEADER"/ns/pid)
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ns" ]] || continue
+		if [[ $(awk '/^NSpid:/ {print $NF}' "$p/status" 2>/dev/null) == "$1" ]]; then
+			echo "${p#/proc/}"
+			return 0
+		fi
+	done
+	die "cannot find the host PID of the container's PID $1"
+}
+VPID=$(host_pid "$VCTPID")
 VDIR=$ROOT$VICTIM_STATE
 assert_victim_ok "$VPID" "$VDIR" "the victim"
 log "$VICTIM_UNIT.service: victim-sweep, PID $VCTPID in the container ($VPID on the host), ready"
@@ -404,15 +407,16 @@ jq -e --argjson pid "$VCTPID" 'all(.[]; .pid == $pid and .owner == 0 and .size >
 	die "the checkpoints are not all root's checkpoints of the victim's main process $VCTPID: $cks"
 
 # ---- what the checkpoints hold ----
-for id in "${ids[@]}"; do
-	img=/var/lib/livesnap/$id.lsnap
+# check_checkpoint ID DIR: livesnap show, verify, and victim-sweep's check of every region read back
+# with livesnap cat, for the checkpoint ID of the victim whose state directory is DIR (host path).
+check_checkpoint() {
+	local id=$1 vdir=$2 img=/var/lib/livesnap/$1.lsnap dir=/var/tmp/livesnap-check-system/$1 show out name addr len
 	show=$(in_ct livesnap show "$id" --json) || die "livesnap show $id failed"
 	jq -e --arg exe "$VICTIM_BIN" '.Exe == $exe' <<<"$show" >/dev/null ||
 		die "checkpoint $id is not of $VICTIM_BIN: $show"
 	out=$(in_ct livesnap verify "$img" 2>&1) || die "livesnap verify $img failed: $out"
-	dir=/var/tmp/livesnap-check-system/$id
 	mkdir -p "$ROOT$dir"
-	cp "$VDIR/layout" "$ROOT$dir/layout"
+	cp "$vdir/layout" "$ROOT$dir/layout"
 	while read -r name addr len; do
 		in_ct livesnap cat "$img" "$addr" "$len" >"$ROOT$dir/$name.bin" 2>"$TEST_TMP/cat.err" ||
 			die "livesnap cat $img $addr $len ('$name') failed: $(cat "$TEST_TMP/cat.err")"
@@ -420,7 +424,54 @@ for id in "${ids[@]}"; do
 	out=$(in_ct "$VICTIM_BIN" --check "$dir" 2>&1) || die "checkpoint $id does not hold victim-sweep's invariant: $out"
 	log "checkpoint $id: $(jq -r '"\(.Size) bytes, freeze \(.FreezeUSec) us"' <<<"$show"); verify ok; $(tail -n 1 <<<"$out")"
 	rm -rf "${ROOT:?}$dir"
+}
+for id in "${ids[@]}"; do
+	check_checkpoint "$id" "$VDIR"
 done
+
+# ---- livesnapd's sandbox under its unit, and a service under a seccomp filter ----
+# livesnapd(8), SECURITY CONSIDERATIONS: the bus-facing process keeps CAP_CHOWN and CAP_FOWNER under
+# its own filter; the spawner keeps CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE and CAP_SYS_ADMIN, and must be
+# free of any seccomp filter to suspend a target's. Under livesnapd.service, systemd installs filters
+# of its own for several of the unit's options (SystemCallArchitectures=, RestrictNamespaces=,
+# MemoryDenyWriteExecute=, ProtectKernelTunables= and others), which the spawner inherits.
+DPID=$(host_pid "$(in_ct systemctl show -P MainPID livesnapd.service)")
+mapfile -t kids < <(pgrep -P "$DPID")
+((${#kids[@]} == 1)) || die "livesnapd should have one child, the spawner; it has: ${kids[*]}"
+SPID=${kids[0]}
+st_field() { awk -v k="$2:" '$1 == k { print $2 }' /proc/"$1"/status; }
+[[ $(st_field "$DPID" CapEff) == 0000000000000009 ]] || die "livesnapd's bus-facing process has CapEff $(st_field "$DPID" CapEff)"
+[[ $(st_field "$DPID" Seccomp) == 2 ]] || die "livesnapd's bus-facing process is not under a seccomp filter"
+[[ $(st_field "$SPID" CapEff) == 0000000000280004 ]] || die "livesnapd's spawner has CapEff $(st_field "$SPID" CapEff)"
+spawner_filters=$(st_field "$SPID" Seccomp_filters)
+log "livesnapd under its unit: bus-facing process CapEff 0x9 under $(st_field "$DPID" Seccomp_filters) filters; spawner CapEff 0x280004 under $spawner_filters filters"
+
+HARDENED=livesnap-test-hardened
+install -m 0644 "$here/$HARDENED.service" "$ROOT/etc/systemd/system/$HARDENED.service"
+in_ct systemctl daemon-reload
+in_ct systemctl start "$HARDENED.service" || die "$HARDENED.service did not start"
+HDIR=$ROOT/var/lib/$HARDENED
+wait_until 60 "$HARDENED.service ready" test -e "$HDIR/ready"
+HPID=$(host_pid "$(in_ct systemctl show -P MainPID "$HARDENED.service")")
+[[ $(st_field "$HPID" Seccomp) == 2 ]] || die "$HARDENED.service's victim is not under a seccomp filter"
+rc=0
+out=$(in_ct livesnap checkpoint --unit "$HARDENED.service" --label hardened --wait 2>&1) || rc=$?
+KNOWN_ISSUE=
+if ((spawner_filters == 0)); then
+	((rc == 0)) || die "livesnap checkpoint --unit $HARDENED.service failed: $out"
+	id=$(in_ct livesnap list --json | jq -r '.[] | select(.label == "hardened") | .id')
+	[[ -n $id ]] || die "no checkpoint labelled hardened in the store"
+	check_checkpoint "$id" "$HDIR"
+	log "checkpointed $HARDENED.service, under a seccomp filter of its own"
+else
+	# The spawner cannot suspend the target's filter: livesnapd must refuse, and leave the target be.
+	[[ $rc == 1 && $out == *"runs under a seccomp filter and this caller cannot suspend it"* ]] ||
+		die "livesnap checkpoint --unit $HARDENED.service, with livesnapd's spawner under $spawner_filters filters: exit $rc, expected the seccomp refusal: $out"
+	KNOWN_ISSUE="livesnapd.service cannot checkpoint services under a seccomp filter: its spawner inherits $spawner_filters filters from the unit's options"
+	log "KNOWN ISSUE: $KNOWN_ISSUE; livesnapd refused cleanly: $out"
+fi
+assert_victim_ok "$HPID" "$HDIR" "the hardened victim"
+in_ct systemctl stop "$HARDENED.service"
 assert_victim_ok "$VPID" "$VDIR" "the victim"
 [[ $(in_ct systemctl is-active livesnapd.service) == active ]] || die "livesnapd.service is not active at the end"
 
@@ -436,3 +487,4 @@ grep -q "has been shut down" "$TEST_TMP/console.log" || die "systemd-nspawn did 
 OFF_MS=$(($(now_ms) - T_OFF))
 log "powered off in $(secs "$OFF_MS") s"
 log "timings: boot $(secs "$BOOT_MS") s; first checkpoint listed $(secs $((T_FIRST - T_ENABLE))) s after enabling the timer and filed $(((times[0] - starts[0] / interval_us * interval_us) / 1000)) ms after its slot; runs started at most $((max_late / 1000)) ms after their slot; run start to checkpoint filed at most $((max_lat / 1000)) ms; poweroff $(secs "$OFF_MS") s"
+[[ -z $KNOWN_ISSUE ]] || log "passed, with a KNOWN ISSUE: $KNOWN_ISSUE"
