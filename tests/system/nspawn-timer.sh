@@ -467,7 +467,7 @@ else
 	# The spawner cannot suspend the target's filter: livesnapd must refuse, and leave the target be.
 	[[ $rc == 1 && $out == *"runs under a seccomp filter and this caller cannot suspend it"* ]] ||
 		die "livesnap checkpoint --unit $HARDENED.service, with livesnapd's spawner under $spawner_filters filters: exit $rc, expected the seccomp refusal: $out"
-	KNOWN_ISSUE="livesnapd.service cannot checkpoint services under a seccomp filter: its spawner inherits $spawner_filters filters from the unit's options"
+	KNOWN_ISSUE="livesnapd.service cannot checkpoint services under a seccomp filter: its spawner inherits $spawner_filters filters from the unit's options (livesnap-checkpoint@.service(8), BUGS)"
 	log "KNOWN ISSUE: $KNOWN_ISSUE; livesnapd refused cleanly: $out"
 fi
 assert_victim_ok "$HPID" "$HDIR" "the hardened victim"
