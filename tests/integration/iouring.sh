@@ -8,6 +8,7 @@
 #     (addresses as numbers or "0x..." strings) and one entry covers the buffer, its reason naming
 #     io_uring;
 #   - `livesnap cat` of the buffer agrees with the control page saved at the same instant.
+# Then two more dumps of a victim whose reads are all done by an io-wq worker thread (--async 1).
 # A first dump with the victim stopped (SIGSTOP) is the control: that image is point-in-time whatever
 # the engine does, and the check must accept it.
 # Until the engine reports pinned ranges, the consistency check still runs (it is expected to fail:
@@ -94,10 +95,23 @@ dump_and_check plain-1
 dump_and_check plain-2
 # Slow copying: without handling, the buffer is copied long after the freeze.
 dump_and_check rate --rate 16M
-
 assert_victim_ok "$VPID" "$VDIR"
+
+# The same with every read forced to an io-wq worker thread of the target (IOSQE_ASYNC): a kernel-side
+# thread the engine must cope with, and reads that can be in flight at the freeze.
+kill_wait "$VPID"
+VICTIM_NICE=5 victim_start victim-iouring --async 1
+VPID=$VICTIM_PID
+VDIR=$VICTIM_DIR
+BUF_ADDR=$(layout_get "$VDIR" buffer addr)
+BUF_LEN=$(layout_get "$VDIR" buffer len)
+wait_until 5 "an io-wq worker thread in the victim" bash -c "grep -qs '^iou-wrk' /proc/$VPID/task/*/comm"
+dump_and_check async-1
+dump_and_check async-rate --rate 16M
+assert_victim_ok "$VPID" "$VDIR"
+
 if ((!engine_reports_pinned)); then
-        log "the buffer was inconsistent in $inconsistent of 3 dumps (expected without pinned-range handling)"
+        log "the buffer was inconsistent in $inconsistent of 5 dumps (expected without pinned-range handling)"
         skip "engine does not report pinned ranges yet"
 fi
 log "all dumps consistent"

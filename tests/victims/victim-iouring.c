@@ -24,6 +24,9 @@
  *     `done` bytes: reads recorded as done) and a suffix of gen's, each word in its place;
  *   - iterations >= 1 (the first read completed before DIR/ready).
  *
+ * With `--async 1`, each read is forced to an io-wq worker (IOSQE_ASYNC): the target then has
+ * "iou-wrk-*" kernel-side threads, and a read can be in flight in one while the target is frozen.
+ *
  * `victim-iouring --probe` exits 0 if io_uring with registered buffers works here, else prints why
  * and exits 77.
  */
@@ -47,6 +50,7 @@ typedef struct Control {
 } Control;
 
 static Control *ctl;
+static bool async_reads;
 
 typedef struct Ring {
         int fd;
@@ -112,6 +116,8 @@ static int ring_read_fixed(Ring *r, int fd, void *buf, unsigned len)
         sqe->len = len;
         sqe->off = (uint64_t)-1;
         sqe->buf_index = 0;
+        if (async_reads)
+                sqe->flags |= IOSQE_ASYNC; /* done by an io-wq worker thread of the target */
         r->sq_array[idx] = idx;
         __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
         for (;;) {
@@ -328,6 +334,8 @@ int main(int argc, char *argv[])
                         usage_exit();
                 if (strcmp(argv[i], "--pause-us") == 0)
                         pause_us = (unsigned)strtoul(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--async") == 0)
+                        async_reads = strtoul(argv[i + 1], NULL, 10) != 0;
                 else
                         usage_exit();
         }
