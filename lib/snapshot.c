@@ -638,7 +638,12 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         engine_fail_mm_gone(e);
                         goto revert;
                 }
-                if (r < 0 && r != -ENOENT) {
+                if (r == -ENOENT && c) {
+                        /* Part of the window is no longer a registered mapping, yet no event says so:
+                         * where the copy came from is unknown. Never pass it off as data. */
+                        buffer_put_back(e, c);
+                        c = NULL;
+                } else if (r < 0 && r != -ENOENT) {
                         pthread_mutex_unlock(&e->lock);
                         engine_fail(e, r, "un-protecting 0x%" PRIx64 "-0x%" PRIx64 " failed: %s", ws, we,
                                     strerror(-r));
@@ -943,11 +948,19 @@ static void *handler_thread(void *userdata)
                 if (!e->pre && uffd_event_in_flight(e))
                         presave_removes(e);
 
+                /* Read under the lock, and bump the epoch before letting it go: reading an UNMAP or REMAP
+                 * event lets the target's munmap or mremap return, after which the target may map
+                 * something else at the same address. A saver whose copy raced with that reads the new
+                 * mapping's bytes; it commits under this lock, so it must see the epoch changed. */
+                pthread_mutex_lock(&e->lock);
                 n = read(e->uffd, msgs, sizeof(msgs));
                 if (n < 0) {
-                        if (errno == EAGAIN || errno == EINTR)
+                        int err = errno;
+
+                        pthread_mutex_unlock(&e->lock);
+                        if (err == EAGAIN || err == EINTR)
                                 continue;
-                        engine_fail(e, -errno, "reading the userfaultfd failed: %m");
+                        engine_fail(e, -err, "reading the userfaultfd failed: %s", strerror(err));
                         break;
                 }
 
@@ -958,10 +971,11 @@ static void *handler_thread(void *userdata)
                         if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
                                 events = true;
 
-                if (events) {
+                if (!events)
+                        pthread_mutex_unlock(&e->lock);
+                else {
                         /* Bookkeeping changes: make every saver in flight revert (epoch), wait for them,
                          * and keep new claims out until done. */
-                        pthread_mutex_lock(&e->lock);
                         e->epoch++;
                         e->in_event = true;
                         wait_no_busy(e);
@@ -1280,23 +1294,39 @@ static void coverage(Engine *e, uint64_t start, uint64_t end, bool *ret_any, boo
         }
 }
 
-/*
- * Starts tracking [start, end) of the registered mapping m: protects it, adds its range, then records
- * the pages present. Protect first: the target may be running, and a page it populates after the
- * protect faults, so it is dirty before the scan can miss it. Returns 1 if covered, 0 if it must be
- * tried again later (an event is in flight, or the mapping changed under us), or a negative errno.
- */
-static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
+typedef struct Spans {
+        uint64_t (*v)[2];
+        size_t n, allocated;
+} Spans;
+
+static int spans_add(void *userdata, uint64_t start, uint64_t end, uint64_t categories)
+{
+        Spans *s = userdata;
+
+        if (s->n > 0 && s->v[s->n - 1][1] == start) {
+                s->v[s->n - 1][1] = end;
+                return 0;
+        }
+        if (s->n == s->allocated) {
+                size_t n = MAX(s->allocated * 2, (size_t)8);
+                void *p = realloc(s->v, n * sizeof(*s->v));
+                if (!p)
+                        return -ENOMEM;
+                s->v = p;
+                s->allocated = n;
+        }
+        s->v[s->n][0] = start;
+        s->v[s->n][1] = end;
+        s->n++;
+        return 0;
+}
+
+/* Adds a range for [start, end) and records the pages present in it. */
+static int track_span(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
 {
         Range rg = { .start = start, .end = end, .image_start = start };
         size_t npages = (end - start) >> PAGE_SHIFT_4K;
         int r;
-
-        r = uffd_wp(e, start, end - start, true);
-        if (r == -EAGAIN || r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return r;
 
         rg.pages = calloc(npages, 1);
         if (!rg.pages)
@@ -1312,11 +1342,53 @@ static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end,
         }
 
         if (vma_is_shmem(m))
-                r = mark_shmem(e, m, start, end);
-        else
-                r = pagemap_scan(e->pagemap_fd, start, end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE, mark_present, e);
-        return r < 0 ? r : 1;
+                return mark_shmem(e, m, start, end);
+        return pagemap_scan(e->pagemap_fd, start, end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                            PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE, mark_present, e);
+}
+
+/*
+ * Starts tracking [start, end) of the registered mapping m: protects it, adds its range, then records
+ * the pages present. Protect first: the target may be running, and a page it populates after the
+ * protect faults, so it is dirty before the scan can miss it. Returns 1 if covered, 0 if (some of) it
+ * must be tried again later (an event is in flight, or the mapping changed under us), or a negative
+ * errno.
+ *
+ * While the target runs, m may be stale: the kernel registers and protects whatever mappings lie in the
+ * range now and silently skips holes, and a mapping made later in such a hole is neither registered nor
+ * announced by any event. So a range must never cover what was not protected: with WP_UNPOPULATED every
+ * page of a protected mapping carries the uffd-wp bit (or a marker), and PAGEMAP_SCAN reports exactly
+ * those (not "written"); only they get ranges. The rest is left uncovered, for a later walk or the
+ * freeze to cover.
+ */
+static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
+{
+        Spans spans = {};
+        uint64_t covered = 0;
+        int r;
+
+        r = uffd_wp(e, start, end - start, true);
+        if (r == -EAGAIN || r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+
+        if (!e->prepare)
+                /* Only the freeze covers (the target is stopped and m is fresh), and empty pages carry no
+                 * bit to find. */
+                r = track_span(e, m, start, end, hugetlb);
+        else {
+                r = pagemap_scan(e->pagemap_fd, start, end, PAGE_IS_WRITTEN, PAGE_IS_WRITTEN, 0, 0, spans_add,
+                                 &spans);
+                for (size_t i = 0; i < spans.n && r >= 0; i++) {
+                        r = track_span(e, m, spans.v[i][0], spans.v[i][1], hugetlb);
+                        covered += spans.v[i][1] - spans.v[i][0];
+                }
+                free(spans.v);
+        }
+        if (r < 0)
+                return r;
+        return !e->prepare || covered == end - start;
 }
 
 /* cover_part() on every part of [start, end) that no range covers yet. *ret_retry says some part
@@ -2349,11 +2421,9 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         r = create_uffd(e, pid, res->error, sizeof(res->error));
         if (r < 0)
                 goto out;
-        /* The prepare phase is opt-in until a known bug is fixed: under victim-churn with the CLI built
-         * with ASan (slower, other timings), whole regions mapped during the prepare phase were found
-         * all zero in the image, neither saved nor marked discarded. A snapshot is point-in-time or it
-         * is wrong, so by default everything happens inside the freeze. */
-        if (!getenv("LIVESNAP_PREPARE") || getenv("LIVESNAP_NO_PREPARE"))
+        /* LIVESNAP_NO_PREPARE: everything inside the freeze, as on kernels without WP_UNPOPULATED (for
+         * comparisons, and as a way out should the prepare phase misbehave). */
+        if (getenv("LIVESNAP_NO_PREPARE"))
                 e->prepare = false;
         {
                 char p[64];

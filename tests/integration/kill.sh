@@ -58,8 +58,7 @@ test_stop_at() {
         VICTIM_NICE=10 victim_start victim-sweep --pause-us 5000
         mkdir "$outdir"
         DUMP_LOG=$TEST_TMP/dump-$phase.log
-        # The prepare phase is opt-in (LIVESNAP_PREPARE); kill it there too.
-        LIVESNAP_PREPARE=1 LIVESNAP_TEST_STOP_AT=$phase "$LIVESNAP" dump "$VICTIM_PID" -o "$outdir/image" --rate 32M \
+        LIVESNAP_TEST_STOP_AT=$phase "$LIVESNAP" dump "$VICTIM_PID" -o "$outdir/image" --rate 32M \
                 >"$DUMP_LOG" 2>&1 &
         dpid=$!
         cleanup_add "$dpid"
