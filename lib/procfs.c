@@ -22,6 +22,7 @@
 #include "procfs.h"
 #include "util.h"
 
+#define PF_EXITING 0x00000004UL
 #define PF_KTHREAD 0x00200000UL
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir);
@@ -458,6 +459,25 @@ int proc_is_kthread(pid_t pid)
         if (r < 0)
                 return r;
         return !!(flags & PF_KTHREAD);
+}
+
+int proc_thread_exiting(pid_t pid, pid_t tid)
+{
+        _cleanup_free_ char *text = NULL;
+        unsigned long flags;
+        char path[64];
+        int r;
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+        r = read_full_file(path, &text, NULL);
+        if (r == -ENOENT || r == -ESRCH)
+                return 1; /* gone already */
+        if (r < 0)
+                return r;
+        r = proc_stat_flags_parse(text, &flags);
+        if (r < 0)
+                return r;
+        return !!(flags & PF_EXITING);
 }
 
 static int pid_cmp(const void *a, const void *b)

@@ -47,6 +47,9 @@ int proc_status_read(pid_t pid, pid_t tid, ProcStatus *ret); /* tid <= 0: the pr
 int proc_stat_flags_parse(const char *text, unsigned long *ret_flags);
 int proc_is_kthread(pid_t pid);
 
+/* True if thread tid of pid is exiting (PF_EXITING) or gone. Returns 1, 0, or a negative errno. */
+int proc_thread_exiting(pid_t pid, pid_t tid);
+
 /* Lists the thread ids under /proc/PID/task, sorted ascending. */
 int proc_task_list(pid_t pid, pid_t **ret, size_t *ret_n);
 

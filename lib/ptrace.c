@@ -274,6 +274,29 @@ fail:
         return r;
 }
 
+static bool thread_traced_by_us(pid_t pid, pid_t tid)
+{
+        ProcStatus st;
+
+        return proc_status_read(pid, tid, &st) >= 0 && st.tracer == getpid();
+}
+
+#define EXITING_WAIT_MS 2000
+
+/* Waits until thread tid of pid has left /proc. Returns 0, or -ETIMEDOUT. */
+static int wait_thread_gone(pid_t pid, pid_t tid)
+{
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)pid, (int)tid);
+        for (int i = 0; i < EXITING_WAIT_MS * 10; i++) {
+                if (access(path, F_OK) < 0)
+                        return 0;
+                usleep(100);
+        }
+        return -ETIMEDOUT;
+}
+
 int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
 {
         Target *t = NULL;
@@ -305,6 +328,30 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen)
                                 r = -errno;
                                 if (r == -ESRCH)
                                         continue; /* exited meanwhile */
+                                if (r == -EPERM && t->n_threads > 0 && thread_traced_by_us(pid, tids[i])) {
+                                        /* Created by a thread we had seized: the kernel attached it to us
+                                         * (PTRACE_O_TRACECLONE); its parent's clone event follows. */
+                                        if (!target_add(t, tids[i])) {
+                                                r = -ENOMEM;
+                                                goto fail;
+                                        }
+                                        again = true;
+                                        continue;
+                                }
+                                if (r == -EPERM && t->n_threads > 0 && proc_thread_exiting(pid, tids[i]) > 0) {
+                                        /* The kernel refuses to attach to an exiting thread. It runs no
+                                         * more user code, but its exit still writes its clear_child_tid
+                                         * word, which nothing saves for a thread we do not trace: wait
+                                         * until it is gone, before anything is protected. */
+                                        r = wait_thread_gone(pid, tids[i]);
+                                        if (r < 0) {
+                                                errf("thread %d of PID %d (%s) is exiting but did not finish "
+                                                     "within %d ms", (int)tids[i], (int)pid, st.name,
+                                                     EXITING_WAIT_MS);
+                                                goto fail;
+                                        }
+                                        continue;
+                                }
                                 if (r == -EPERM && t->n_threads == 0) {
                                         ProcStatus st2;
                                         if (proc_status_read(pid, 0, &st2) >= 0 && st2.tracer != 0) {
@@ -751,20 +798,33 @@ static int64_t glibc_tid_offset(void)
         return (int64_t)((uint64_t)(uintptr_t)ctid - fs);
 }
 
+int tracee_read_tid_address(Target *t, Tracee *tr)
+{
+        static int64_t off = -2;
+        struct user_regs_struct regs;
+        int32_t word;
+
+        if (off == -2)
+                off = glibc_tid_offset();
+        if (off < 0)
+                return -EOPNOTSUPP;
+        if (ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) < 0)
+                return -errno;
+        if (regs.fs_base == 0 || target_read_memory(t, regs.fs_base + (uint64_t)off, &word, sizeof(word)) < 0 ||
+            word != tr->tid)
+                return -ENOENT;
+        tr->clear_child_tid = regs.fs_base + (uint64_t)off;
+        return 0;
+}
+
 int target_read_tid_addresses(Target *t)
 {
-        int64_t off = glibc_tid_offset();
-
         for (size_t i = 0; i < t->n_threads; i++) {
                 Tracee *tr = &t->threads[i];
-                struct user_regs_struct regs;
-                int32_t word;
 
-                if (off >= 0 && (tr->state == TRACEE_STOPPED || tr->state == TRACEE_GROUPSTOP) &&
-                    ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) == 0 && regs.fs_base != 0 &&
-                    target_read_memory(t, regs.fs_base + (uint64_t)off, &word, sizeof(word)) >= 0 &&
-                    word == tr->tid)
-                        tr->clear_child_tid = regs.fs_base + (uint64_t)off;
+                if (!tr->clear_child_tid &&
+                    (tr->state == TRACEE_STOPPED || tr->state == TRACEE_GROUPSTOP || tr->state == TRACEE_EXITING))
+                        (void)tracee_read_tid_address(t, tr);
         }
         return 0;
 }

@@ -64,6 +64,9 @@ int target_inject_syscall(Target *t, pid_t tid, long nr, const uint64_t args[6],
 
 /* Finds the address each stopped thread's kernel will clear at exit (glibc threads; see ptrace.c). */
 int target_read_tid_addresses(Target *t);
+/* The same for one thread in a ptrace stop (an exit stop included). Returns 0, or a negative errno
+ * (-EOPNOTSUPP: not glibc; -ENOENT: the word there is not the thread's tid). */
+int tracee_read_tid_address(Target *t, Tracee *tr);
 
 /* Resumes every stopped thread (re-delivering signals they were stopped with). */
 int target_resume_all(Target *t);

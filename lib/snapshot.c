@@ -844,40 +844,65 @@ static void deferred_add(Deferred *d, uint64_t addr)
         d->addrs[d->n++] = addr;
 }
 
-static void serve_fault(Engine *e, uint64_t addr, Deferred *retry)
+static int cmp_addr(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* Sorts the list and drops repeats: a thread whose fault is interrupted (a signal pending while it
+ * faults in kernel mode, e.g. on its rseq area) faults again at once, and each fault is a message. */
+static void deferred_unique(Deferred *d)
+{
+        size_t n = 0;
+
+        if (d->n < 2)
+                return;
+        qsort(d->addrs, d->n, sizeof(uint64_t), cmp_addr);
+        for (size_t i = 0; i < d->n; i++)
+                if (n == 0 || d->addrs[i] != d->addrs[n - 1])
+                        d->addrs[n++] = d->addrs[i];
+        d->n = n;
+}
+
+/* Returns true if the fault was deferred because an address-space event is in flight. */
+static bool serve_fault(Engine *e, uint64_t addr, Deferred *retry)
 {
         int r;
 
         if (e->pre) {
                 /* Before the instant (only this thread and a parked freeze change e->pre). */
                 r = pre_release(e, addr);
-                if (r == 0)
+                if (r == 0) {
                         deferred_add(retry, addr);
-                else if (r == -ESRCH)
+                        return true;
+                }
+                if (r == -ESRCH)
                         engine_fail_mm_gone(e);
                 else if (r < 0)
                         engine_fail(e, r, "releasing the page at 0x%" PRIx64 " failed: %s", addr, strerror(-r));
-                return;
+                return false;
         }
 
         r = engine_save(e, addr, SAVE_FAULT, 0, 0);
         if (r == 0) {
                 deferred_add(retry, addr);
-                return;
+                return true;
         }
         if (r < 0) {
                 if (r != -ECANCELED)
                         engine_fail(e, r, "saving the page at 0x%" PRIx64 " failed: %s", addr, strerror(-r));
-                return;
+                return false;
         }
         /* The window was un-protected (which woke the thread) or held nothing to save; make sure the
          * faulting page itself is writable and its thread awake. */
         r = uffd_wp(e, ALIGN_DOWN(addr, PAGE_SIZE_4K), PAGE_SIZE_4K, false);
         if (r == -EAGAIN) {
                 deferred_add(retry, addr);
-                return;
+                return true;
         }
         uffd_wake(e, ALIGN_DOWN(addr, PAGE_SIZE_4K), PAGE_SIZE_4K);
+        return false;
 }
 
 static void *handler_thread(void *userdata)
@@ -885,6 +910,7 @@ static void *handler_thread(void *userdata)
         Engine *e = userdata;
         Deferred pending = {}, retry = {};
         struct uffd_msg msgs[UFFD_MSG_BATCH];
+        bool blocked;
 
         pthread_setname_np(pthread_self(), "livesnap-fault");
 
@@ -931,14 +957,22 @@ static void *handler_thread(void *userdata)
                         (void)eventfd_read(e->handler_fd, &v);
                 }
 
-                /* Faults overtaken by an event: retry now that it may have been read. */
+                /* Faults overtaken by an event: retry now that it may have been read. While one is
+                 * still in flight every retry would fail the same way, so after the first that does the
+                 * rest wait, untried: until the event is read, the handler's time is best spent reading. */
+                blocked = false;
                 if (pending.n > 0) {
                         Deferred again = pending;
                         pending = retry;
                         retry = again;
                         pending.n = 0;
-                        for (size_t i = 0; i < retry.n; i++)
-                                serve_fault(e, retry.addrs[i], &pending);
+                        deferred_unique(&retry);
+                        for (size_t i = 0; i < retry.n; i++) {
+                                if (blocked)
+                                        deferred_add(&pending, retry.addrs[i]);
+                                else
+                                        blocked = serve_fault(e, retry.addrs[i], &pending);
+                        }
                         retry.n = 0;
                 }
 
@@ -997,11 +1031,18 @@ static void *handler_thread(void *userdata)
                         pthread_mutex_unlock(&e->lock);
                 }
 
+                if (events)
+                        blocked = false;
                 for (size_t i = 0; i < count; i++) {
+                        uint64_t addr = msgs[i].arg.pagefault.address;
+
                         if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
                                 continue;
                         atomic_fetch_add(&e->faults, 1);
-                        serve_fault(e, msgs[i].arg.pagefault.address, &pending);
+                        if (blocked)
+                                deferred_add(&pending, addr);
+                        else
+                                blocked = serve_fault(e, addr, &pending);
                 }
         }
 out:
@@ -2137,6 +2178,9 @@ static void supervise_status(Engine *e, pid_t w, int status)
         switch (status >> 16) {
         case PTRACE_EVENT_EXIT:
                 tr->state = TRACEE_EXITING;
+                /* Threads created or first stopped during the snapshot may not have had theirs read. */
+                if (!tr->clear_child_tid)
+                        (void)tracee_read_tid_address(t, tr);
                 if (e->pre) {
                         /* Its last writes could meet a page the prepare phase re-protects after we let
                          * it go: it waits in its exit stop until after the instant (supervise()). */
