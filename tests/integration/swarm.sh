@@ -10,8 +10,7 @@
 # victim must be alive, not stopped, not traced, not blocked in userfaultfd, with no page left
 # write-protected, and still making progress, threads still being started and joined.
 #
-# Two engine failures seen on Linux 6.18 are recognized and reported as skips naming the bug (exit 77)
-# rather than failures, until the engine handles them; SWARM_STRICT=1 makes them fail the test:
+# Two engine failures seen on Linux 6.18, both fixed, are named when they come back, and fail the test:
 #   - a worker's exit-time clear_child_tid write lost on a write-protected page: the main thread waits
 #     forever in pthread_join (futex wait on a tid word still holding the tid of a thread that is gone);
 #   - PTRACE_SEIZE of a thread failing with EPERM (a thread that is exiting, or one already attached
@@ -43,10 +42,9 @@ log "victim: $(awk '/^Threads:/ {print $2}' /proc/"$VPID"/status) threads, $(wc 
 
 progress() { read_counters "$VPID" "$VDIR" | tr '\n' ' '; }
 
-# known_engine_bug MESSAGE: skip naming the bug, or fail with SWARM_STRICT=1.
+# known_engine_bug MESSAGE: fail naming the bug.
 known_engine_bug() {
-        [[ -z ${SWARM_STRICT:-} ]] || die "$*"
-        skip "engine bug: $*"
+        die "engine bug came back: $*"
 }
 
 # join_hang: prints a diagnosis and returns 0 if the main thread waits on a futex that is a gone
