@@ -71,6 +71,7 @@
 #include <time.h>
 
 #include "compat.h"
+#include "hazards.h"
 #include "image.h"
 #include "livesnap.h"
 #include "procfs.h"
@@ -175,6 +176,14 @@ typedef struct Engine {
         int stop_fd;  /* eventfd: written once on stop, never read: stays readable */
         int super_fd; /* eventfd: wakes the supervisor (copier done) */
         atomic_bool copier_done;
+
+        /* Memory uffd-wp cannot make point-in-time (hazards.h). */
+        HazardRange *pinned; /* copied while stopped */
+        size_t n_pinned;
+        int pinned_error;     /* finding them failed (negative errno): the image says so */
+        HazardShared *shared; /* shared with other processes: flagged not point-in-time */
+        size_t n_shared;
+        int shared_error;
 } Engine;
 
 static void engine_fail(Engine *e, int r, const char *fmt, ...) _printf_(3, 4);
@@ -1731,6 +1740,38 @@ static int prepare_work(Engine *e)
 /* ---- the freeze's share ---- */
 
 /*
+ * Pages pinned for device writes (io_uring fixed buffers) change without a write fault: protecting
+ * them proves nothing. Copy what they hold now, while the target is stopped, and stop tracking them.
+ * Not finding them is not fatal; the image then says pinned memory could not be looked for.
+ */
+static int save_pinned(Engine *e)
+{
+        int r;
+
+        r = hazards_pinned_ranges(e->target->pid, &e->pinned, &e->n_pinned);
+        if (r == -ESRCH)
+                return r;
+        if (r < 0) {
+                e->pinned_error = r;
+                return 0;
+        }
+        for (size_t i = 0; i < e->n_pinned; i++) {
+                uint64_t start = e->pinned[i].start, end = e->pinned[i].end;
+
+                pthread_mutex_lock(&e->lock);
+                r = ranges_cut(e, start, end, false, NULL, NULL);
+                pthread_mutex_unlock(&e->lock);
+                if (r < 0)
+                        return r;
+                r = pagemap_scan(e->pagemap_fd, start, end, 0, 0, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                 PAGE_IS_PRESENT, copy_frozen, e);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/*
  * Classifies every mapping at the instant and makes sure each is tracked: registered ones have their
  * uncovered parts (all of them without a prepare phase) protected and scanned now, the dirty pages are
  * re-protected; mappings that cannot be registered have their private pages copied now, while the
@@ -1754,6 +1795,8 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 };
                 if (m->shared)
                         v->flags |= IMAGE_VMA_SHARED;
+                if (hazards_shared_find(e->shared, e->n_shared, m))
+                        v->flags |= IMAGE_VMA_NOT_PIT;
 
                 if (vma_is_special(m)) {
                         v->flags |= IMAGE_VMA_SPECIAL;
@@ -1814,6 +1857,12 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
         e->pages_reprotected = pages;
         if (r < 0) {
                 snprintf(err, errlen, "re-protecting written pages failed: %s", strerror(-r));
+                return r;
+        }
+
+        r = save_pinned(e);
+        if (r < 0) {
+                snprintf(err, errlen, "copying pinned memory failed: %s", strerror(-r));
                 return r;
         }
 
@@ -2341,6 +2390,23 @@ static json_object *build_meta(Engine *e, const char *exe, char **argv, const ch
         STAT(pages_reprotected);
 #undef STAT
         json_object_object_add(meta, "stats", stats);
+
+        /* What uffd-wp could not make point-in-time, and how it was handled (livesnap-image(5)). */
+        if (e->pinned_error < 0)
+                json_object_object_add(meta, "pinned_error", json_object_new_string(strerror(-e->pinned_error)));
+        else {
+                json_object *j = NULL;
+                if (hazards_pinned_to_json(e->pinned, e->n_pinned, &j) >= 0)
+                        json_object_object_add(meta, "pinned", j);
+        }
+        if (e->shared_error < 0)
+                json_object_object_add(meta, "shared_elsewhere_error",
+                                       json_object_new_string(strerror(-e->shared_error)));
+        else {
+                json_object *j = NULL;
+                if (hazards_shared_to_json(e->shared, e->n_shared, &j) >= 0)
+                        json_object_object_add(meta, "shared_elsewhere", j);
+        }
         return meta;
 }
 
@@ -2492,6 +2558,24 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         if (r < 0)
                 goto out;
         phase(&opts, LIVESNAP_PHASE_ATTACHING);
+
+        /* Which shared mappings other processes map or write too: this reads every process's /proc,
+         * so it runs here while the target runs, not in the freeze; the freeze flags the VMAs. */
+        {
+                ProcMap *now = NULL;
+                size_t n_now = 0;
+
+                r = proc_maps_read(pid, &now, &n_now);
+                if (r >= 0)
+                        r = hazards_shared_elsewhere(pid, now, n_now, &e->shared, &e->n_shared);
+                proc_maps_free(now, n_now);
+                if (r == -ESRCH) {
+                        snprintf(res->error, sizeof(res->error), "PID %d exited during the snapshot", (int)pid);
+                        goto out;
+                }
+                if (r < 0)
+                        e->shared_error = r;
+        }
 
         /* ---- the prepare phase: the handler protects while the target runs ---- */
         if (e->prepare) {
@@ -2739,6 +2823,8 @@ out:
         pthread_mutex_destroy(&e->buf_lock);
         pthread_cond_destroy(&e->buf_cond);
         pthread_mutex_destroy(&e->err_lock);
+        hazard_ranges_free(e->pinned, e->n_pinned);
+        free(e->shared);
         free(e);
         free(vmas);
         proc_maps_free(maps, n_maps);

@@ -11,9 +11,8 @@
 # Then two more dumps of a victim whose reads are all done by an io-wq worker thread (--async 1).
 # A first dump with the victim stopped (SIGSTOP) is the control: that image is point-in-time whatever
 # the engine does, and the check must accept it.
-# Until the engine reports pinned ranges, the consistency check still runs (it is expected to fail:
-# the buffer is then copied after the freeze) and is logged, and the test skips.
-# IOURING_FORCE_CHECK=1 makes the consistency check decide the result even then (to see it fail).
+# An image without .meta.pinned (an engine that does not look for pinned ranges) fails the test; the
+# consistency check is then expected to fail too (the buffer is copied after the freeze).
 set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -111,7 +110,6 @@ dump_and_check async-rate --rate 16M
 assert_victim_ok "$VPID" "$VDIR"
 
 if ((!engine_reports_pinned)); then
-        log "the buffer was inconsistent in $inconsistent of 5 dumps (expected without pinned-range handling)"
-        skip "engine does not report pinned ranges yet"
+        die "the images do not report pinned ranges (.meta.pinned); the buffer was inconsistent in $inconsistent of 5 dumps"
 fi
 log "all dumps consistent"

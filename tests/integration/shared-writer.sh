@@ -13,7 +13,7 @@
 #   - once the engine marks memory shared with other processes (`info --json` has .meta.shared_elsewhere,
 #     a list of {dev, inode, pids}, or flags any of the three): shared_memfd, shared_anon and shared_fd
 #     are all flagged "not-point-in-time", and .meta.shared_elsewhere, if present, names the child.
-# Until then the test skips after the checks it can make.
+# An engine that flags none of them fails the test.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -101,5 +101,5 @@ dump_and_check rate --rate 32M
 
 assert_victim_ok "$VPID" "$VDIR"
 assert_alive "$CHILD" "the writer child"
-((integrated)) || skip "engine does not mark memory shared with other processes not-point-in-time yet (own_memfd checks passed)"
+((integrated)) || die "the images flag none of the shared mappings not-point-in-time and have no .meta.shared_elsewhere"
 log "all checks passed"
