@@ -585,9 +585,10 @@ static void window_for(Engine *e, Range *rg, uint64_t addr, SaveMode mode, uint6
 
 /*
  * Saves the pending pages of the window around addr (clipped to [lo, hi) for SAVE_REMOVE) and
- * un-protects the window. Returns 1 if it saved or found nothing left to save (the window is
- * un-protected where needed), 0 if the attempt was overtaken by an address-space event and must be
- * retried after the handler has read it, or a negative errno.
+ * un-protects the window. Returns 2 if it un-protected the window, which wakes any thread waiting in
+ * it; 1 if it saved or found nothing left to save otherwise (addr is in no range, or SAVE_REMOVE); 0 if
+ * the attempt was overtaken by an address-space event and must be retried after the handler has read
+ * it; or a negative errno.
  */
 static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uint64_t hi)
 {
@@ -687,8 +688,10 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 r = 0;
                 goto revert_locked;
         }
+        bool unprotected = false;
         if (mode != SAVE_REMOVE) {
                 r = uffd_wp(e, ws, we - ws, false);
+                unprotected = r == 0;
                 if (r == -EAGAIN) {
                         r = 0;
                         goto revert_locked;
@@ -734,7 +737,7 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         atomic_fetch_add(&e->pages_faulted, claimed);
                 buffer_push(e, c);
         }
-        return 1;
+        return unprotected ? 2 : 1;
 
 revert:
         pthread_mutex_lock(&e->lock);
@@ -954,8 +957,9 @@ static bool serve_fault(Engine *e, uint64_t addr, Deferred *retry)
                         engine_fail(e, r, "saving the page at 0x%" PRIx64 " failed: %s", addr, strerror(-r));
                 return false;
         }
-        /* The window was un-protected (which woke the thread) or held nothing to save; make sure the
-         * faulting page itself is writable and its thread awake. */
+        if (r == 2)
+                return false; /* the window, faulting page included, is writable and its threads awake */
+        /* Not a page we track: make sure it is writable and its thread awake. */
         r = uffd_wp(e, ALIGN_DOWN(addr, PAGE_SIZE_4K), PAGE_SIZE_4K, false);
         if (r == -EAGAIN) {
                 deferred_add(retry, addr);
