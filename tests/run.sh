@@ -9,7 +9,8 @@
 # skipped, and the test's last line of output says why. The last line printed is always
 # "N passed, N failed, N skipped". Exit status 1 if any test failed.
 #
-# TEST_TIMEOUT (seconds, default 180) bounds each test. KEEP_LOGS=1 keeps the log directory.
+# TEST_TIMEOUT (seconds, default 180) bounds each test; a script may ask for more with a line
+# "# timeout: N" among its first ten. KEEP_LOGS=1 keeps the log directory.
 
 set -uo pipefail
 
@@ -42,11 +43,15 @@ selected() {
 SELECT=("$@")
 
 run_one() {
-        local name=$1 log="$LOGDIR/$1.log" rc start secs reason
+        local name=$1 log="$LOGDIR/$1.log" rc start secs reason limit=$TEST_TIMEOUT want
         shift
+        if [[ $1 == bash && -f $2 ]]; then
+                want=$(head -n 10 "$2" | sed -n 's/^# timeout: \([0-9][0-9]*\)$/\1/p' | head -n 1)
+                [[ -z $want ]] || ((want <= limit)) || limit=$want
+        fi
         start=$SECONDS
         # A test gets its own process group from timeout, so a timeout kills everything it started.
-        timeout --kill-after=10 "$TEST_TIMEOUT" "$@" >"$log" 2>&1 </dev/null
+        timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1 </dev/null
         rc=$?
         secs=$((SECONDS - start))
         case $rc in
@@ -61,7 +66,7 @@ run_one() {
                 ;;
         *)
                 if ((rc == 124 || rc == 137)); then
-                        echo "FAIL $name (timed out after ${TEST_TIMEOUT}s, exit $rc)"
+                        echo "FAIL $name (timed out after ${limit}s, exit $rc)"
                 else
                         echo "FAIL $name (exit $rc, ${secs}s)"
                 fi
