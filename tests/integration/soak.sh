@@ -1,6 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# timeout: 420
+# timeout: 900
 # Soak: 200 checkpoints in a row through livesnapd (on a private bus) of a busy victim-sweep, each
 # checked from its image (the victim's invariant: one cut per sweep, counters that agree) and deleted
 # at once. Then the daemon must hold no more file descriptors than after the first 20 checkpoints
