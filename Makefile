@@ -98,14 +98,14 @@ $(BUILD)/tests/test-asan-%: tests/test-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -Idaemon -DTOP_SRCDIR=\"$(abspath .)\" $(SAN_FLAGS) -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(DAEMON_LIBS) $(SYSTEMD_LIBS) $(shell $(PKG_CONFIG) --cflags --libs cmocka)
 
-$(BUILD)/tests/test-replay-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h)
+$(BUILD)/tests/test-replay-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -Idaemon $(SAN_FLAGS) -DCORPUS_DIR=\"$(abspath tests/fuzz/corpus-$*)\" -o $@ \
 		$< tests/fuzz/replay.c $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(DAEMON_LIBS) $(SYSTEMD_LIBS)
 
 # libFuzzer (clang): `make fuzz FUZZ_SECONDS=300` runs each target, adding what it finds to the corpus.
 FUZZ_SECONDS ?= 60
-$(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h)
+$(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(DAEMON_SRCS) $(wildcard lib/*.h daemon/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BASE_CFLAGS) -Idaemon -O1 -g -fsanitize=fuzzer,address,undefined \
 		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -o $@ $< $(LIB_SRCS) $(DAEMON_SRCS) $(LIBS) $(DAEMON_LIBS) $(SYSTEMD_LIBS)

@@ -52,6 +52,7 @@
 #include "core.h"
 #include "image.h"
 #include "livesnap.h"
+#include "options.h"
 #include "procfs.h"
 #include "sandbox.h"
 #include "store.h"
@@ -71,7 +72,7 @@
 #define ERR_NO_SUCH_CHECKPOINT "org.livesnap1.Error.NoSuchCheckpoint"
 #define ERR_NO_SUCH_JOB "org.livesnap1.Error.NoSuchJob"
 #define ERR_LIMITS "org.livesnap1.Error.LimitsExceeded"
-#define ERR_INVALID "org.livesnap1.Error.InvalidArgument"
+#define ERR_INVALID OPTIONS_ERROR_INVALID
 #define ERR_FAILED "org.livesnap1.Error.Failed"
 #define ERR_NOT_SUPPORTED "org.livesnap1.Error.NotSupported"
 
@@ -834,62 +835,6 @@ static void job_finish(Job *j)
 
 /* ---- org.livesnap1.Manager ---- */
 
-static int read_options(sd_bus_message *msg, Job *j, sd_bus_error *error)
-{
-        int r;
-
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                const char *key;
-                uint64_t t;
-
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                if (streq(key, "label")) {
-                        const char *s;
-                        r = sd_bus_message_read(msg, "v", "s", &s);
-                        if (r < 0)
-                                return sd_bus_error_setf(error, ERR_INVALID, "option \"label\" must be a string");
-                        if (!store_label_valid(s))
-                                return sd_bus_error_setf(error, ERR_INVALID,
-                                                         "invalid label: at most %d bytes of UTF-8, no control "
-                                                         "characters, no '/'",
-                                                         STORE_LABEL_MAX);
-                        free(j->label);
-                        j->label = strdup(s);
-                } else if (streq(key, "buffer_size") || streq(key, "rate_limit")) {
-                        r = sd_bus_message_read(msg, "v", "t", &t);
-                        if (r < 0)
-                                return sd_bus_error_setf(error, ERR_INVALID, "option \"%s\" must be a uint64 (t)",
-                                                         key);
-                        if (streq(key, "buffer_size")) {
-                                if (t < (4ULL << 20) || t > (64ULL << 30))
-                                        return sd_bus_error_setf(error, ERR_INVALID,
-                                                                 "buffer_size must be between 4 MiB and 64 GiB");
-                                j->opts.buffer_size = t;
-                        } else
-                                j->opts.rate_limit = t;
-                } else if (streq(key, "compress_level")) {
-                        uint32_t u;
-                        r = sd_bus_message_read(msg, "v", "u", &u);
-                        if (r < 0 || u > 19)
-                                return sd_bus_error_setf(error, ERR_INVALID,
-                                                         "option \"compress_level\" must be a uint32 from 0 to 19");
-                        j->opts.compress_level = (int)u;
-                } else
-                        return sd_bus_error_setf(error, ERR_INVALID, "unknown option \"%s\"", key);
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(msg);
-}
-
 /* A job with the configured defaults and the caller's options (msg is at the a{sv}). */
 static int job_prepare(Manager *m, sd_bus_message *msg, Job **ret, sd_bus_error *error)
 {
@@ -904,10 +849,10 @@ static int job_prepare(Manager *m, sd_bus_message *msg, Job **ret, sd_bus_error 
         j->opts = (LivesnapDumpOptions){ .buffer_size = m->config.buffer_size, .rate_limit = m->config.rate_limit,
                                          .compress_level = m->config.compress_level };
         j->label = strdup("");
-        r = j->label ? read_options(msg, j, error) : -ENOMEM;
-        if (r < 0 || sd_bus_error_is_set(error)) {
+        r = j->label ? checkpoint_options_read(msg, &j->opts, &j->label, error) : -ENOMEM;
+        if (r < 0) {
                 job_free(j);
-                return r < 0 ? r : -EINVAL;
+                return r;
         }
         *ret = j;
         return 0;
