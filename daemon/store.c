@@ -37,7 +37,7 @@ bool store_id_valid(const char *id)
 
 bool store_label_valid(const char *label)
 {
-        const unsigned char *p = (const unsigned char *)label;
+        const char *p = label;
         size_t len;
 
         if (!label)
@@ -46,35 +46,14 @@ bool store_label_valid(const char *label)
         if (len > STORE_LABEL_MAX)
                 return false;
 
-        /* UTF-8 without overlong forms, surrogates or code points past U+10FFFF; no controls, no '/'. */
+        /* Strict UTF-8; no control characters (C0, DEL or C1), no '/'. */
         while (*p) {
-                unsigned c = *p, need, cp;
+                uint32_t cp;
+                int n = utf8_decode(p, &cp);
 
-                if (c < 0x80) {
-                        if (c < 0x20 || c == 0x7f || c == '/')
-                                return false;
-                        p++;
-                        continue;
-                }
-                if (c >= 0xc2 && c <= 0xdf)
-                        need = 1, cp = c & 0x1f;
-                else if (c >= 0xe0 && c <= 0xef)
-                        need = 2, cp = c & 0x0f;
-                else if (c >= 0xf0 && c <= 0xf4)
-                        need = 3, cp = c & 0x07;
-                else
+                if (n < 0 || cp < 0x20 || cp == 0x7f || cp == '/' || (cp >= 0x80 && cp <= 0x9f))
                         return false;
-                for (unsigned i = 1; i <= need; i++) {
-                        if ((p[i] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i] & 0x3f);
-                }
-                if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-                    (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-                        return false;
-                if (cp >= 0x80 && cp <= 0x9f) /* C1 controls */
-                        return false;
-                p += need + 1;
+                p += n;
         }
         return true;
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <assert.h>
 #include <ctype.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -164,4 +165,52 @@ const char *format_bytes(char *buf, size_t len, uint64_t bytes)
         else
                 snprintf(buf, len, "%.1f %s", v, suffixes[i]);
         return buf;
+}
+
+int utf8_decode(const char *s, uint32_t *ret_cp)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        unsigned c = p[0], need;
+        uint32_t cp;
+
+        assert(s);
+        assert(ret_cp);
+
+        if (c < 0x80) {
+                *ret_cp = c;
+                return 1;
+        }
+        /* 0xc0 and 0xc1 only ever start overlong forms, 0xf5 and up code points past U+10FFFF. */
+        if (c >= 0xc2 && c <= 0xdf)
+                need = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+                need = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+                need = 3, cp = c & 0x07;
+        else
+                return -EILSEQ;
+        /* A NUL is not a continuation byte, so a cut sequence stops here without reading past it. */
+        for (unsigned i = 1; i <= need; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return -EILSEQ;
+                cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+                return -EILSEQ;
+        *ret_cp = cp;
+        return (int)need + 1;
+}
+
+bool utf8_is_valid(const char *s)
+{
+        uint32_t cp;
+        int n;
+
+        for (; *s; s += n) {
+                n = utf8_decode(s, &cp);
+                if (n < 0)
+                        return false;
+        }
+        return true;
 }

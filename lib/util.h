@@ -120,3 +120,11 @@ const char *format_bytes(char *buf, size_t len, uint64_t bytes);
 
 /* Parses an unsigned 64-bit number, decimal or 0x-prefixed hex, rejecting trailing junk. */
 int parse_u64(const char *s, uint64_t *ret);
+
+/* Decodes the UTF-8 character at s: returns its length in bytes (1 to 4) with its code point in *ret_cp,
+ * or -EILSEQ for anything but strict UTF-8 (a stray or cut sequence, an overlong form, a surrogate, a
+ * code point past U+10FFFF). s[0] must not be NUL. */
+int utf8_decode(const char *s, uint32_t *ret_cp);
+
+/* True if s is strict UTF-8 throughout (as utf8_decode() reads it). */
+bool utf8_is_valid(const char *s);
