@@ -88,7 +88,7 @@ int verb_export(int argc, char *argv[])
         int c, fd, r, ret = EXIT_FAILED;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "ho:", options, NULL)) >= 0)
+        while ((c = verb_getopt(argc, argv, "ho:", options)) >= 0)
                 switch (c) {
                 case 'h':
                         printf("Usage: livesnap export SOURCE [--format core|image] -o FILE\n\n"
@@ -112,7 +112,7 @@ int verb_export(int argc, char *argv[])
                 log_error("export: unknown format '%s' (expected core or image)", format);
                 return EXIT_USAGE;
         }
-        if (optind + 1 != argc || !output) {
+        if (optind + 1 != argc || !output || !*output) {
                 log_error("export: expected SOURCE and -o FILE (see 'livesnap export --help')");
                 return EXIT_USAGE;
         }
@@ -127,12 +127,15 @@ int verb_export(int argc, char *argv[])
         if (stat(source, &st) < 0 && errno == ENOENT && looks_like_id(source))
                 ret = export_via_daemon(source, format, fd);
         else if (streq(format, "image")) {
-                _cleanup_close_ int in = open(source, O_RDONLY | O_CLOEXEC);
+                _cleanup_close_ int in = -EBADF;
                 ImageReader *rd = NULL;
 
-                /* Check it is an image before copying it. */
+                /* Check it is an image before copying it (and before opening it: open() of a FIFO
+                 * would wait for a writer; image_open() refuses what is not a regular file). */
                 r = image_open(source, &rd, err, sizeof(err));
                 image_close(rd);
+                if (r >= 0)
+                        in = open(source, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
                 if (r < 0 || in < 0) {
                         log_error("%s: %s", source, err[0] ? err : strerror(in < 0 ? errno : -r));
                         ret = r == -EBADMSG || r == -EPROTONOSUPPORT ? EXIT_BAD_IMAGE : EXIT_FAILED;

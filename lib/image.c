@@ -782,7 +782,9 @@ int image_open(const char *path, ImageReader **ret, char *errbuf, size_t errlen)
                 return -ENOMEM;
         r->auxv_entry = -1;
         r->cached = -1;
-        r->fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: opening a FIFO would wait for a writer; it is refused below as not a regular
+         * file, and on a regular file the flag changes nothing. */
+        r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (r->fd < 0) {
                 k = -errno;
                 rerr("%s", strerror(-k));
@@ -813,6 +815,12 @@ int image_open(const char *path, ImageReader **ret, char *errbuf, size_t errlen)
         if (h.version != IMAGE_VERSION) {
                 k = -EPROTONOSUPPORT;
                 rerr("unsupported image version %u (this livesnap reads %u)", h.version, IMAGE_VERSION);
+                goto fail;
+        }
+        /* A flag this reader does not know may change what the rest means: refuse rather than guess. */
+        if (h.flags != 0) {
+                k = -EPROTONOSUPPORT;
+                rerr("unsupported header flags 0x%" PRIx64, h.flags);
                 goto fail;
         }
         if (h.header_size != sizeof(h) || h.page_size != IMAGE_PAGE_SIZE) {
