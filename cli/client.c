@@ -130,7 +130,7 @@ int verb_checkpoint(int argc, char *argv[])
         int c, r, ret = EXIT_FAILED;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        while ((c = verb_getopt(argc, argv, "h", options)) >= 0)
                 switch (c) {
                 case 'h':
                         printf("Usage: livesnap checkpoint PID [--label LABEL] [--wait] [--json]\n"
@@ -161,6 +161,11 @@ int verb_checkpoint(int argc, char *argv[])
         }
         if (!unit && (parse_u64(argv[optind], &v) < 0 || v == 0 || v > INT_MAX)) {
                 log_error("checkpoint: invalid PID '%s'", argv[optind]);
+                return EXIT_USAGE;
+        }
+        /* livesnapd judges labels; but sd-bus cannot even send one that is not UTF-8. */
+        if (label && !utf8_is_valid(label)) {
+                log_error("checkpoint: invalid label: not valid UTF-8");
                 return EXIT_USAGE;
         }
 
@@ -268,14 +273,16 @@ int parse_verb_args(int argc, char *argv[], const char *usage, int n_args, bool 
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        while ((c = verb_getopt(argc, argv, "h", options)) >= 0)
                 switch (c) {
                 case 'h':
                         printf("%s", usage);
                         return -1;
                 case 'j':
-                        if (!ret_json)
+                        if (!ret_json) {
+                                log_error("%s: unknown option '--json' (see 'livesnap %s --help')", argv[0], argv[0]);
                                 return EXIT_USAGE;
+                        }
                         *ret_json = true;
                         break;
                 default:

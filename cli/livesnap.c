@@ -75,6 +75,44 @@ void log_error(const char *fmt, ...)
         fputc('\n', stderr);
 }
 
+int verb_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts)
+{
+        const char *arg;
+        int c;
+
+        opterr = 0;
+        c = getopt_long(argc, argv, shortopts, longopts, NULL);
+        if (c != '?')
+                return c;
+
+        /* A long option leaves optind past itself; a short one may not (its cluster goes on), so it is
+         * named by optopt. optopt is 0 for an unknown long option, the option's value for a known one
+         * with a missing or unwanted argument. */
+        arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+        if (startswith(arg, "--")) {
+                size_t len = strcspn(arg, "=");
+                bool known = false;
+
+                for (const struct option *o = longopts; o && o->name; o++)
+                        if (strlen(o->name) == len - 2 && strncmp(o->name, arg + 2, len - 2) == 0)
+                                known = o->val == optopt && optopt != 0;
+                if (known || optopt == 0) {
+                        log_error("%s: %s '%.*s' (see 'livesnap %s --help')", argv[0],
+                                  !known ? "unknown option" : arg[len] ? "no value expected for option" :
+                                                                      "missing value for option",
+                                  (int)len, arg, argv[0]);
+                        return c;
+                }
+        }
+        if (optopt > 0 && optopt < 0x80 && strchr(shortopts, optopt))
+                log_error("%s: missing value for option '-%c' (see 'livesnap %s --help')", argv[0], optopt, argv[0]);
+        else if (optopt > 0x20 && optopt < 0x7f)
+                log_error("%s: unknown option '-%c' (see 'livesnap %s --help')", argv[0], optopt, argv[0]);
+        else
+                log_error("%s: bad option '%s' (see 'livesnap %s --help')", argv[0], arg, argv[0]);
+        return c;
+}
+
 typedef struct DumpContext {
         ProgressBar *bar;
 } DumpContext;
@@ -117,12 +155,16 @@ int verb_dump(int argc, char *argv[])
         int c, r;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "ho:", options, NULL)) >= 0)
+        while ((c = verb_getopt(argc, argv, "ho:", options)) >= 0)
                 switch (c) {
                 case 'h':
                         dump_help();
                         return EXIT_OK;
                 case 'o':
+                        if (!*optarg) {
+                                log_error("dump: empty output file name");
+                                return EXIT_USAGE;
+                        }
                         output = optarg;
                         break;
                 case ARG_BUFFER:

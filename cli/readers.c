@@ -58,6 +58,24 @@ static uint64_t vma_pages_stored(ImageReader *r, const ImageVma *v)
         return n;
 }
 
+/* info shows every thread: one it cannot read makes the image invalid, as a bad META or MAPS does
+ * (those image_open() reads). Checked before anything is printed. */
+static int check_threads(ImageReader *r, const char *path)
+{
+        for (size_t i = 0; i < image_n_threads(r); i++) {
+                ImageThread t;
+                int k = image_read_thread(r, i, &t);
+
+                if (k < 0) {
+                        log_error("%s: thread %zu of %zu: %s", path, i + 1, image_n_threads(r),
+                                  k == -EBADMSG ? "corrupt section (checksum, header or contents)" : strerror(-k));
+                        return k == -EBADMSG ? EXIT_BAD_IMAGE : EXIT_FAILED;
+                }
+                image_thread_done(&t);
+        }
+        return EXIT_OK;
+}
+
 static void prot_string(uint32_t prot, char s[4])
 {
         s[0] = prot & PROT_READ ? 'r' : '-';
@@ -80,6 +98,11 @@ int verb_info(int argc, char *argv[])
         k = open_image(argv[optind], &r);
         if (k != EXIT_OK)
                 return k;
+        k = check_threads(r, argv[optind]);
+        if (k != EXIT_OK) {
+                image_close(r);
+                return k;
+        }
 
         json_object *meta = image_meta(r);
 
@@ -306,7 +329,7 @@ int verb_cat(int argc, char *argv[])
         int c, k;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+        while ((c = verb_getopt(argc, argv, "h", options)) >= 0)
                 switch (c) {
                 case 'h':
                         printf("Usage: livesnap cat FILE ADDR LEN\n\n"

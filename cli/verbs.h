@@ -50,5 +50,11 @@ int verb_cancel(int argc, char *argv[]);
  * non-NULL, --json. Returns EXIT_OK, or EXIT_USAGE after saying what is wrong. */
 int parse_verb_args(int argc, char *argv[], const char *usage, int n_args, bool *ret_json);
 
+/* getopt_long() that complains in our form, one line on stderr ("livesnap: dump: unknown option
+ * '--bogus' (see 'livesnap dump --help')"), rather than in getopt's, which names only the verb. argv[0]
+ * is the verb. Returns what getopt_long() returns: '?' after a complaint. */
+struct option;
+int verb_getopt(int argc, char *argv[], const char *shortopts, const struct option *longopts);
+
 /* "livesnap: " prefix, message, newline, on stderr. */
 void log_error(const char *fmt, ...) __attribute__((__format__(printf, 1, 2)));
