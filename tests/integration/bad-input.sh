@@ -80,14 +80,18 @@ no_leftovers() {
 
 # ---- an image to spoil ----
 IMG=$TEST_TMP/good.lsnap
-CAT_ADDR=
 CAT_LEN=4096
+# A harmless target, for the image and for the refused dumps and checkpoints further down. A small
+# image keeps the test quick: every spoiled copy is read whole by verify and export, twice.
+sleep 600 &
+SLEEPER=$!
+cleanup_add "$SLEEPER"
+sleeper_is_sleep() { [[ $(readlink /proc/"$SLEEPER"/exe) == */sleep ]]; }
+wait_until 10 "the sleeper to exec sleep" sleeper_is_sleep
 if [[ $(id -u) == 0 ]] && [[ -e /proc/sys/vm/unprivileged_userfaultfd || -e /dev/userfaultfd ]]; then
-        VICTIM_NICE=10 victim_start victim-sweep
-        dump "$VICTIM_PID" "$IMG"
-        CAT_ADDR=$(layout_get "$VICTIM_DIR" anon addr)
-        kill_wait "$VICTIM_PID"
-        log "image: a dump of victim-sweep, $(stat -c %s "$IMG") bytes"
+        # Compressed, so the page chunks spoiled below are zstd frames as well as plain ones.
+        dump "$SLEEPER" "$IMG" --compress
+        log "image: a dump of sleep, $(stat -c %s "$IMG") bytes"
 else
         # Without root: the largest image in the fuzz corpus that verifies.
         for f in $(ls -S "$top"/tests/fuzz/corpus-image/*); do
@@ -99,30 +103,32 @@ else
         [[ -s $IMG ]] || die "no dump possible (not root) and no valid image in tests/fuzz/corpus-image"
         log "WARNING: not root, no dump: the image checks use $(stat -c %s "$IMG") bytes from the fuzz corpus"
 fi
-if [[ -z $CAT_ADDR ]]; then
-        CAT_ADDR=$("$LIVESNAP" info "$IMG" --json | jq -r '[.mappings[] | select(.pages_stored > 0)][0].start // 4096')
-fi
 SIZE=$(stat -c %s "$IMG")
 "$LIVESNAP" verify "$IMG" >/dev/null || die "the image to spoil does not verify"
 
 # The image's layout, for aiming: the first section's header is at 64; the trailer says where the
-# index is; the index where the first THREAD, META and MAPS sections are.
-read -r IDX_OFF IDX_SIZE N_ENTRIES FIRST_TYPE FIRST_ARG THREAD_OFF META_OFF MAPS_OFF < <(python3 - "$IMG" <<'EOF'
+# index is; the index where the first THREAD, META and MAPS sections are, and the address of the last
+# page chunk (for cat: stored pages).
+read -r IDX_OFF IDX_SIZE N_ENTRIES FIRST_TYPE FIRST_ARG THREAD_OFF META_OFF MAPS_OFF CAT_ADDR < <(python3 - "$IMG" <<'EOF'
 import struct, sys
 d = open(sys.argv[1], 'rb').read()
 t = d[-48:]
 assert t[:8] == b'LSNAPEND'
 off, size, fsize, n = struct.unpack_from('<QQQQ', t, 8)
 first_type, first_arg = struct.unpack_from('<I', d, 64 + 4)[0], struct.unpack_from('<Q', d, 64 + 16)[0]
-at = {}
+at, last_pages = {}, 0
 for i in range(n):
-    typ, flags, o = struct.unpack_from('<IIQ', d, off + 48 + 40 * i)
+    typ, flags, o, arg = struct.unpack_from('<IIQQ', d, off + 48 + 40 * i)
     at.setdefault(typ, o)
-print(off, size, n, first_type, first_arg, at.get(3, 0), at[1], at[2])
+    if typ == 5:
+        last_pages = arg
+print(off, size, n, first_type, first_arg, at.get(3, 0), at[1], at[2], hex(last_pages))
 EOF
 )
 log "index at $IDX_OFF ($IDX_SIZE bytes, $N_ENTRIES entries), file $SIZE bytes; first section of type $FIRST_TYPE"
-((THREAD_OFF > 0)) || die "the image has no THREAD section"
+((THREAD_OFF > 0)) || log "WARNING: the image has no THREAD section: the checks of one are not run"
+((CAT_ADDR > 0)) || die "the image has no page chunk"
+"$LIVESNAP" cat "$IMG" "$CAT_ADDR" "$CAT_LEN" >/dev/null || die "cat of the last page chunk ($CAT_ADDR) fails on the good image"
 
 # How the readers must take a spoiled first section. info reads the metadata (META, MAPS, HOLES,
 # THREAD), not the pages: a spoiled page chunk is for verify, export, and a cat of its pages to find.
@@ -132,9 +138,20 @@ case $FIRST_TYPE in
 *) FIRST_READ=("0 3") ;;
 esac
 
-# spoil OUT OP ARGS: writes a spoiled copy of the image to OUT (see the Python below).
+# spoil OP ARGS: queues a spoiled copy of the image (see the Python below) and names it in $SPOILED;
+# spoil_all writes every queued copy, in one Python run (one per copy made this test slow on a loaded
+# machine). check_later ARGS: check_bad ARGS, queued to run after spoil_all.
+mkdir -p "$TEST_TMP/spoiled"
+SPOILS=()
+CHECKS=()
 spoil() {
-        python3 - "$IMG" "$@" <<'EOF'
+        SPOILED=$TEST_TMP/spoiled/${#SPOILS[@]}.lsnap
+        SPOILS+=("$SPOILED $*")
+}
+check_later() { CHECKS+=("$(printf '%q ' "$@")"); }
+spoil_all() {
+        printf '%s\n' "${SPOILS[@]}" >"$TEST_TMP/spoils"
+        python3 - "$IMG" "$TEST_TMP/spoils" <<'EOF'
 import struct, sys
 
 def xxh32(data, seed=0):
@@ -164,25 +181,32 @@ def xxh32(data, seed=0):
     h ^= h >> 16
     return h
 
-src, out, op = sys.argv[1], sys.argv[2], sys.argv[3]
-d = bytearray(open(src, 'rb').read())
-assert xxh32(bytes(d[-48:-4])) == struct.unpack_from('<I', d, len(d) - 4)[0], "xxh32 in this test is wrong"
-if op == 'flip':            # flip OFFSET (negative: from the end)
-    o = int(sys.argv[4]); o = o if o >= 0 else len(d) + o
-    d[o] ^= 0xff
-elif op == 'truncate':      # truncate LENGTH
-    d = d[:int(sys.argv[4])]
-elif op == 'u64':           # u64 OFFSET VALUE: set a 64-bit field (the checksum over it left as it was)
-    struct.pack_into('<Q', d, int(sys.argv[4]), int(sys.argv[5], 0))
-elif op == 'trailer':       # trailer FIELD_OFFSET VALUE: set a trailer field and make its checksum right
-    t = len(d) - 48
-    struct.pack_into('<Q', d, t + int(sys.argv[4]), int(sys.argv[5], 0))
-    struct.pack_into('<I', d, t + 44, xxh32(bytes(d[t:t + 44])))
-elif op == 'header':        # header FIELD_OFFSET SIZE VALUE: set a header field and make its checksum right
-    o, n, v = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6], 0)
-    d[o:o + n] = v.to_bytes(n, 'little')
-    struct.pack_into('<I', d, 60, xxh32(bytes(d[:60])))
-open(out, 'wb').write(d)
+src = sys.argv[1]
+orig = open(src, 'rb').read()
+assert xxh32(orig[-48:-4]) == struct.unpack_from('<I', orig, len(orig) - 4)[0], "xxh32 in this test is wrong"
+for line in open(sys.argv[2]):
+    out, op, *args = line.split()
+    d = bytearray(orig)
+    if op == 'flip':            # flip OFFSET (negative: from the end)
+        o = int(args[0]); o = o if o >= 0 else len(d) + o
+        d[o] ^= 0xff
+    elif op == 'truncate':      # truncate LENGTH
+        d = d[:int(args[0])]
+    elif op == 'append':        # append BYTES
+        d += args[0].encode()
+    elif op == 'u64':           # u64 OFFSET VALUE: set a 64-bit field (the checksum over it left as it was)
+        struct.pack_into('<Q', d, int(args[0]), int(args[1], 0))
+    elif op == 'trailer':       # trailer FIELD_OFFSET VALUE: set a trailer field and make its checksum right
+        t = len(d) - 48
+        struct.pack_into('<Q', d, t + int(args[0]), int(args[1], 0))
+        struct.pack_into('<I', d, t + 44, xxh32(bytes(d[t:t + 44])))
+    elif op == 'header':        # header FIELD_OFFSET SIZE VALUE: set a header field and make its checksum right
+        o, n, v = int(args[0]), int(args[1]), int(args[2], 0)
+        d[o:o + n] = v.to_bytes(n, 'little')
+        struct.pack_into('<I', d, 60, xxh32(bytes(d[:60])))
+    else:
+        sys.exit('spoil: unknown operation ' + op)
+    open(out, 'wb').write(d)
 EOF
 }
 
@@ -216,7 +240,7 @@ check_bad() {
 }
 
 # ---- flipped bytes: each part of the file ----
-first_payload=$((64 + 48 + 8))
+first_payload=$((64 + 48 + 1))
 declare -A FLIPS=(
         [header-magic]=0 [header-version]=8 [header-pagesize]=25 [header-reserved]=40 [header-checksum]=61
         [section-magic]=64 [section-type]=68 [section-flags]=72 [section-arg]=80 [section-rawlen]=89
@@ -228,72 +252,74 @@ declare -A FLIPS=(
         [trailer-entries]=-16 [trailer-reserved]=-8 [trailer-checksum]=-2
 )
 for name in $(printf '%s\n' "${!FLIPS[@]}" | sort); do
-        spoil "$TEST_TMP/bad.lsnap" flip "${FLIPS[$name]}"
+        spoil flip "${FLIPS[$name]}"
         if [[ $name == section-* ]]; then
-                check_bad "flip $name" "$TEST_TMP/bad.lsnap" 3 "${FIRST_READ[@]}"
+                check_later "flip $name" "$SPOILED" 3 "${FIRST_READ[@]}"
         else
-                check_bad "flip $name" "$TEST_TMP/bad.lsnap"
+                check_later "flip $name" "$SPOILED"
         fi
 done
 # The metadata sections info reads: a byte of each payload, and of the THREAD section's header. cat
 # reads no THREAD section: it must still read the pages.
 for what in "thread-payload $((THREAD_OFF + 48 + 4))" "thread-tid $((THREAD_OFF + 16))"; do
+        ((THREAD_OFF > 0)) || break
         read -r name off <<<"$what"
-        spoil "$TEST_TMP/bad.lsnap" flip "$off"
-        check_bad "flip $name" "$TEST_TMP/bad.lsnap" 3 3 "$CAT_ADDR" 0
+        spoil flip "$off"
+        check_later "flip $name" "$SPOILED" 3 3 "$CAT_ADDR" 0
 done
 for what in "meta-payload $((META_OFF + 48))" "maps-payload $((MAPS_OFF + 48 + 1))"; do
         read -r name off <<<"$what"
-        spoil "$TEST_TMP/bad.lsnap" flip "$off"
-        check_bad "flip $name" "$TEST_TMP/bad.lsnap"
+        spoil flip "$off"
+        check_later "flip $name" "$SPOILED"
 done
-log "flipped bytes: $((${#FLIPS[@]} + 4)) places, each refused by every reader that reads them"
 
 # ---- truncated ----
 for len in 0 1 8 63 64 100 $((SIZE / 3)) $((SIZE / 2)) $((IDX_OFF)) $((IDX_OFF + 47)) $((SIZE - 48)) $((SIZE - 1)); do
-        spoil "$TEST_TMP/bad.lsnap" truncate "$len"
-        check_bad "truncated to $len" "$TEST_TMP/bad.lsnap"
+        spoil truncate "$len"
+        check_later "truncated to $len" "$SPOILED"
 done
 # One byte too many: the trailer is no longer at the end.
-cp "$IMG" "$TEST_TMP/bad.lsnap"
-printf 'x' >>"$TEST_TMP/bad.lsnap"
-check_bad "one byte appended" "$TEST_TMP/bad.lsnap"
-log "truncated at 12 offsets, and extended by one byte: refused"
+spoil append x
+check_later "one byte appended" "$SPOILED"
 
 # ---- huge length fields ----
 for v in 0xffffffffffffffff 0x7fffffffffffffff 0x100000000 $((SIZE * 2)); do
-        spoil "$TEST_TMP/bad.lsnap" u64 $((64 + 32)) "$v"
-        check_bad "section stored_len $v" "$TEST_TMP/bad.lsnap" 3 "${FIRST_READ[@]}"
-        spoil "$TEST_TMP/bad.lsnap" u64 $((64 + 24)) "$v"
-        check_bad "section raw_len $v" "$TEST_TMP/bad.lsnap" 3 "${FIRST_READ[@]}"
-        spoil "$TEST_TMP/bad.lsnap" u64 $((IDX_OFF + 48 + 32)) "$v"
-        check_bad "index entry stored_len $v" "$TEST_TMP/bad.lsnap"
+        spoil u64 $((64 + 32)) "$v"
+        check_later "section stored_len $v" "$SPOILED" 3 "${FIRST_READ[@]}"
+        spoil u64 $((64 + 24)) "$v"
+        check_later "section raw_len $v" "$SPOILED" 3 "${FIRST_READ[@]}"
+        spoil u64 $((IDX_OFF + 48 + 32)) "$v"
+        check_later "index entry stored_len $v" "$SPOILED"
         # The trailer's own checksum made right: the reader must check the fields.
-        spoil "$TEST_TMP/bad.lsnap" trailer 16 "$v"
-        check_bad "trailer index size $v" "$TEST_TMP/bad.lsnap"
-        spoil "$TEST_TMP/bad.lsnap" trailer 32 "$v"
-        check_bad "trailer entry count $v" "$TEST_TMP/bad.lsnap"
-        spoil "$TEST_TMP/bad.lsnap" trailer 24 "$v"
-        check_bad "trailer file size $v" "$TEST_TMP/bad.lsnap"
-        spoil "$TEST_TMP/bad.lsnap" trailer 8 "$v"
-        check_bad "trailer index offset $v" "$TEST_TMP/bad.lsnap"
+        spoil trailer 16 "$v"
+        check_later "trailer index size $v" "$SPOILED"
+        spoil trailer 32 "$v"
+        check_later "trailer entry count $v" "$SPOILED"
+        spoil trailer 24 "$v"
+        check_later "trailer file size $v" "$SPOILED"
+        spoil trailer 8 "$v"
+        check_later "trailer index offset $v" "$SPOILED"
 done
-spoil "$TEST_TMP/bad.lsnap" trailer 32 0
-check_bad "trailer entry count 0" "$TEST_TMP/bad.lsnap"
-spoil "$TEST_TMP/bad.lsnap" trailer 8 0
-check_bad "trailer index offset 0" "$TEST_TMP/bad.lsnap"
+spoil trailer 32 0
+check_later "trailer entry count 0" "$SPOILED"
+spoil trailer 8 0
+check_later "trailer index offset 0" "$SPOILED"
 # Header fields with the header's checksum made right.
-spoil "$TEST_TMP/bad.lsnap" header 8 4 2
-check_bad "header version 2" "$TEST_TMP/bad.lsnap"
-spoil "$TEST_TMP/bad.lsnap" header 12 4 0xffffffff
-check_bad "header size huge" "$TEST_TMP/bad.lsnap"
-spoil "$TEST_TMP/bad.lsnap" header 24 8 0
-check_bad "header page size 0" "$TEST_TMP/bad.lsnap"
-spoil "$TEST_TMP/bad.lsnap" header 24 8 65536
-check_bad "header page size 64K" "$TEST_TMP/bad.lsnap"
-spoil "$TEST_TMP/bad.lsnap" header 16 8 1
-check_bad "header flags 1" "$TEST_TMP/bad.lsnap"
-log "huge and wrong length fields (section, index entry, trailer, header): refused"
+spoil header 8 4 2
+check_later "header version 2" "$SPOILED"
+spoil header 12 4 0xffffffff
+check_later "header size huge" "$SPOILED"
+spoil header 24 8 0
+check_later "header page size 0" "$SPOILED"
+spoil header 24 8 65536
+check_later "header page size 64K" "$SPOILED"
+spoil header 16 8 1
+check_later "header flags 1" "$SPOILED"
+spoil_all
+for c in "${CHECKS[@]}"; do
+        eval "check_bad $c"
+done
+log "${#CHECKS[@]} spoiled images (bytes flipped in every part, truncated, huge or wrong length and header fields): each refused by every reader that reads the spoiled part"
 
 # ---- not images ----
 for cli in "${CLIS[@]}"; do
@@ -350,10 +376,7 @@ rmdir "$TEST_TMP/exp/adir"
 log "export: a missing directory, a directory as output, a bad format: refused, nothing left"
 
 # ---- dump: absurd options ----
-# A harmless target: refused options must not touch it (and a bad output path fails before it is).
-sleep 600 &
-SLEEPER=$!
-cleanup_add "$SLEEPER"
+# Refused options must not touch the sleeper (and a bad output path fails before it is).
 mkdir -p "$TEST_TMP/dump"
 cd "$TEST_TMP/dump"
 for opt in "--buffer 0" "--buffer 99999999T" "--buffer 16E" "--buffer -1" "--buffer 1X" "--buffer ''" \
