@@ -176,7 +176,10 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
         h.flags = flags;
         h.checksum = section_checksum(&h, data, h.stored_len);
 
-        if (w->n_index == w->n_index_allocated) {
+        /* Room for this section's entry. Not for the INDEX section, which is not listed in itself: its
+         * payload is w->index, which a realloc here could free before it is written (with 256, 512, ...
+         * other sections, the index is full exactly when it is written). */
+        if (type != IMAGE_SECTION_INDEX && w->n_index == w->n_index_allocated) {
                 size_t n = MAX(w->n_index_allocated * 2, (size_t)256);
                 DiskIndexEntry *p = realloc(w->index, n * sizeof(*p));
                 if (!p)

@@ -341,6 +341,39 @@ static void test_replace_atomically(void **state)
         unlink(p);
 }
 
+/* An image of exactly 256 sections besides the index, then 512: the index array is full when the INDEX
+ * section is written, and growing it then freed the very payload being written (use after free; the
+ * image's index came out corrupt). */
+static void test_index_full_at_finish(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("full-index.lsnap");
+        json_object *meta;
+        ImageVma vma = { .start = 0x100000, .end = 0x100000 + 1024 * IMAGE_PAGE_SIZE, .flags = IMAGE_VMA_ANON,
+                         .content = IMAGE_VMA_CONTENT_FULL };
+        ImageWriterOptions o = { .no_sync = true };
+        uint8_t page[IMAGE_PAGE_SIZE];
+        char err[256] = "";
+
+        for (size_t n_sections = 256; n_sections <= 512; n_sections *= 2) {
+                ImageWriter *w = NULL;
+
+                assert_int_equal(image_writer_new(p, &o, &w), 0);
+                /* META and MAPS, then page chunks of one page each, apart so they stay separate sections. */
+                meta = json_object_new_object();
+                assert_int_equal(image_writer_add_json(w, IMAGE_SECTION_META, meta), 0);
+                json_object_put(meta);
+                assert_int_equal(image_writer_add_maps(w, &vma, 1), 0);
+                for (size_t i = 0; i < n_sections - 2; i++) {
+                        fill_page(page, i);
+                        assert_int_equal(image_writer_add_pages(w, vma.start + 2 * i * IMAGE_PAGE_SIZE, page, 1), 0);
+                }
+                assert_int_equal(image_writer_finish(w), 0);
+                image_writer_free(w);
+                assert_int_equal(open_and_verify(p, err, sizeof(err)), 0);
+                unlink(p);
+        }
+}
+
 static void test_bad_arguments(void **state)
 {
         _cleanup_free_ char *p = path_in_dir("a.lsnap");
@@ -395,6 +428,7 @@ int main(void)
                 cmocka_unit_test(test_garbage_and_empty),
                 cmocka_unit_test(test_unfinished_leaves_nothing),
                 cmocka_unit_test(test_replace_atomically),
+                cmocka_unit_test(test_index_full_at_finish),
                 cmocka_unit_test(test_bad_arguments),
                 cmocka_unit_test(test_full_disk),
         };
