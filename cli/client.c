@@ -280,7 +280,8 @@ int parse_verb_args(int argc, char *argv[], const char *usage, int n_args, bool 
                         return -1;
                 case 'j':
                         if (!ret_json) {
-                                log_error("%s: unknown option '--json' (see 'livesnap %s --help')", argv[0], argv[0]);
+                                log_error("%s: unknown option '--json' (see 'livesnap %s --help')", argv[0],
+                                          argv[0]);
                                 return EXIT_USAGE;
                         }
                         *ret_json = true;

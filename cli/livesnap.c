@@ -98,14 +98,16 @@ int verb_getopt(int argc, char *argv[], const char *shortopts, const struct opti
                                 known = o->val == optopt && optopt != 0;
                 if (known || optopt == 0) {
                         log_error("%s: %s '%.*s' (see 'livesnap %s --help')", argv[0],
-                                  !known ? "unknown option" : arg[len] ? "no value expected for option" :
-                                                                      "missing value for option",
+                                  !known     ? "unknown option"
+                                  : arg[len] ? "no value expected for option"
+                                             : "missing value for option",
                                   (int)len, arg, argv[0]);
                         return c;
                 }
         }
         if (optopt > 0 && optopt < 0x80 && strchr(shortopts, optopt))
-                log_error("%s: missing value for option '-%c' (see 'livesnap %s --help')", argv[0], optopt, argv[0]);
+                log_error("%s: missing value for option '-%c' (see 'livesnap %s --help')", argv[0], optopt,
+                          argv[0]);
         else if (optopt > 0x20 && optopt < 0x7f)
                 log_error("%s: unknown option '-%c' (see 'livesnap %s --help')", argv[0], optopt, argv[0]);
         else

@@ -68,7 +68,8 @@ static int check_threads(ImageReader *r, const char *path)
 
                 if (k < 0) {
                         log_error("%s: thread %zu of %zu: %s", path, i + 1, image_n_threads(r),
-                                  k == -EBADMSG ? "corrupt section (checksum, header or contents)" : strerror(-k));
+                                  k == -EBADMSG ? "corrupt section (checksum, header or contents)"
+                                                : strerror(-k));
                         return k == -EBADMSG ? EXIT_BAD_IMAGE : EXIT_FAILED;
                 }
                 image_thread_done(&t);

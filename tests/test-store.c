@@ -63,11 +63,11 @@ static void test_validation(void **state)
         assert_true(utf8_is_valid("tab\there \x7f"));
         assert_true(utf8_is_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"));
         assert_false(utf8_is_valid("bad\xffutf8"));
-        assert_false(utf8_is_valid("\xe2\x82"));         /* cut at the end */
-        assert_false(utf8_is_valid("\xe2\x82x"));        /* cut by an ASCII byte */
-        assert_false(utf8_is_valid("\xe0\x80\xaf"));     /* overlong, three bytes */
-        assert_false(utf8_is_valid("\xed\xbf\xbf"));     /* surrogate */
-        assert_false(utf8_is_valid("\x80"));             /* stray continuation byte */
+        assert_false(utf8_is_valid("\xe2\x82"));     /* cut at the end */
+        assert_false(utf8_is_valid("\xe2\x82x"));    /* cut by an ASCII byte */
+        assert_false(utf8_is_valid("\xe0\x80\xaf")); /* overlong, three bytes */
+        assert_false(utf8_is_valid("\xed\xbf\xbf")); /* surrogate */
+        assert_false(utf8_is_valid("\x80"));         /* stray continuation byte */
         char long_label[STORE_LABEL_MAX + 2];
         memset(long_label, 'a', sizeof(long_label) - 1);
         long_label[sizeof(long_label) - 1] = 0;
