@@ -135,7 +135,8 @@ DBUSPOLICYDIR ?= $(PREFIX)/share/dbus-1/system.d
 DBUSSERVICEDIR ?= $(PREFIX)/share/dbus-1/system-services
 DOCDIR ?= $(PREFIX)/share/doc/livesnap
 SYSCONFDIR ?= /etc
-UNITS := livesnapd.service livesnap-checkpoint@.service livesnap-checkpoint@.timer
+UNITS := livesnapd.service livesnapd-spawner.service livesnapd-spawner.socket livesnap-checkpoint@.service \
+	livesnap-checkpoint@.timer
 MANPAGES := $(wildcard man/*.[0-9])
 
 # Units with their paths filled in, for installing and for verifying.

@@ -6,19 +6,31 @@
  * The bus-facing process never touches a target. Each checkpoint job runs in a forked worker that calls
  * livesnap_dump() (ptrace is per tracer thread, and a crash must cost the job, not the daemon). The worker
  * reports progress as text lines on a pipe and ends with one line of JSON; the daemon watches the pipe
- * with sd-event, so the event loop never blocks. A worker dies with the daemon (PR_SET_PDEATHSIG): the
- * kernel then un-protects and releases the target, and the image, written unnamed or under a temporary
- * name in the store, never appears under a checkpoint id.
+ * with sd-event, so the event loop never blocks.
  *
  * Workers and export children are not forked by the bus-facing process but by the spawner, a small
- * privileged process forked at start-up, before the bus-facing process drops its capabilities and
- * installs its seccomp filter (sandbox.c says what each keeps and why the spawner stays unfiltered).
- * They talk over a SOCK_SEQPACKET socketpair, one fixed-size message each way per event: the bus-facing
- * process asks for a worker (target PID with the pidfd it checked the target through, options, the
- * image's name in the store, the write end of the progress pipe) or an export child (checkpoint id,
- * format, the caller's fd); the spawner answers "started" (with the worker's pidfd, through which a job
- * is cancelled) and, as the parent that reaps them, "exited" with the child's status. The spawner dies
- * with the bus-facing process and, when the socket closes, waits for its children and exits.
+ * privileged process (sandbox.c says what each keeps and why the spawner stays unfiltered). They talk over
+ * a SOCK_SEQPACKET socket, one fixed-size message each way per event: the bus-facing process asks for a
+ * worker (target PID with the pidfd it checked the target through, options, the image's name in the
+ * store, the write end of the progress pipe) or an export child (checkpoint id, format, the caller's fd);
+ * the spawner answers "started" (with the worker's pidfd, through which a job is cancelled) and, as the
+ * parent that reaps them, "exited" with the child's status. The spawner comes one of two ways:
+ *
+ *  - Forked at start-up (the default), before the bus-facing process drops its capabilities and installs
+ *    its seccomp filter, over a socketpair. It dies with the bus-facing process and, when the socket
+ *    closes, sends its children a SIGTERM and waits for them.
+ *  - Under systemd, as a unit of its own (livesnapd-spawner.service, `livesnapd --spawner`), started by
+ *    livesnapd-spawner.socket, to which the bus-facing process connects (--spawner-socket) instead of
+ *    forking (and which it refuses unless root listens on it). A unit's seccomp filters cover every process
+ *    of the unit, and a worker must be free of any to suspend its target's; so livesnapd.service keeps
+ *    systemd's filters and the spawner's unit sets none. That spawner serves one connection at a time, from
+ *    uid 0 only (SO_PEERCRED), and when the connection closes it SIGKILLs and reaps whatever children it
+ *    still has, so nothing outlives the bus-facing process that asked for it; a bus-facing process that
+ *    stops gives its workers their SIGTERM and the time to take it before it closes the socket.
+ *
+ * Either way a worker dies with the spawner (PR_SET_PDEATHSIG), and a worker that dies releases its
+ * target: the kernel un-protects it, and the image, written unnamed or under a temporary name in the
+ * store, never appears under a checkpoint id. The daemon stops when the spawner's socket closes.
  *
  * A target is named by PID, but checked and checkpointed through one pidfd: the bus-facing process opens
  * it before it checks the caller's rights and sees it still alive after, so the checks were about that
@@ -43,8 +55,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <time.h>
 
@@ -125,8 +139,12 @@ struct Manager {
         sd_event_source *spawner_io;
 };
 
+#define STORE_DEFAULT_DIR "/var/lib/livesnap"
+
 static const char *arg_config = CONFIG_DEFAULT_PATH;
 static bool arg_check_sandbox = false;
+static bool arg_spawner = false;
+static const char *arg_spawner_socket = NULL;
 
 /* ---- helpers ---- */
 
@@ -548,6 +566,8 @@ static int spawner_fork(Spawner *s, const SpawnRequest *req, int fds[SPAWN_MAX_F
                 id[STORE_ID_LEN] = 0;
                 if (!store_id_valid(id))
                         return -EINVAL;
+                if (req->target == s->self)
+                        return -EINVAL; /* itself: the bus-facing process does not know its PID */
                 if (!pidfd_is(fds[0], req->target))
                         return -ESRCH;
                 if (asprintf(&path, "%s/%s", s->store_dir, req->name) < 0)
@@ -636,62 +656,166 @@ static void spawner_reap(Spawner *s)
         }
 }
 
-/* The spawner's loop: requests in, children out, until the bus-facing process closes the socket. */
+/* Signals and capabilities of a spawner. catch_term: SIGTERM and SIGINT end spawner_serve() (the spawner
+ * of livesnapd-spawner.service, which systemd stops); otherwise they are ignored (the forked spawner: the
+ * bus-facing process decides when jobs end, and a SIGTERM to the whole service must not kill the spawner
+ * first, and its children with it; they get their own SIGTERM). */
+static int spawner_setup(Spawner *s, bool catch_term)
+{
+        sigset_t mask;
+
+        if (!catch_term) {
+                signal(SIGTERM, SIG_IGN);
+                signal(SIGINT, SIG_IGN);
+        }
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        if (catch_term) {
+                sigaddset(&mask, SIGTERM);
+                sigaddset(&mask, SIGINT);
+        }
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (s->sigfd < 0)
+                return -errno;
+        return sandbox_enter_spawner();
+}
+
+/* Reads the signalfd, reaping children; returns true if a SIGTERM or SIGINT came. */
+static bool spawner_on_signal(Spawner *s)
+{
+        struct signalfd_siginfo si;
+        bool term = false;
+
+        while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+                        term = true;
+        spawner_reap(s);
+        return term;
+}
+
+/* Requests in, children out, until the peer closes s->sock (returns 0) or a SIGTERM or SIGINT comes
+ * (returns 1; only when spawner_setup() was told to catch them). */
+static int spawner_serve(Spawner *s)
+{
+        for (;;) {
+                struct pollfd p[2] = { { .fd = s->sock, .events = POLLIN }, { .fd = s->sigfd, .events = POLLIN } };
+                int r;
+
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return 0;
+                }
+                if (p[1].revents && spawner_on_signal(s))
+                        return 1;
+                if (p[0].revents) {
+                        r = spawner_on_request(s);
+                        if (r == 0 || (r < 0 && r != -EAGAIN && r != -EINTR && r != -EBADMSG))
+                                return 0;
+                }
+        }
+}
+
+/* Sends sig to every child still running and waits for all of them. */
+static void spawner_stop_children(Spawner *s, int sig)
+{
+        for (size_t i = 0; i < s->n_children; i++)
+                (void)kill(s->children[i].pid, sig);
+        while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+                ;
+        s->n_children = 0;
+}
+
+/* The forked spawner: serves the bus-facing process until it closes the socket. */
 _noreturn_ static void spawner_main(int sock, const char *store_dir, pid_t parent)
 {
         Spawner s = { .sock = sock, .self = getpid(), .store_dir = store_dir };
-        sigset_t mask;
         int r;
 
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
                 _exit(1);
-        /* The bus-facing process decides when jobs end: a SIGTERM to the whole service must not kill the
-         * spawner first, and its children with it (they get their own SIGTERM). */
-        signal(SIGTERM, SIG_IGN);
-        signal(SIGINT, SIG_IGN);
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-        if (s.sigfd < 0) {
-                fprintf(stderr, "livesnapd: spawner: signalfd: %m\n");
-                _exit(1);
-        }
-        r = sandbox_enter_spawner();
+        r = spawner_setup(&s, false);
         if (r < 0) {
-                fprintf(stderr, "livesnapd: spawner: cannot drop capabilities: %s\n", strerror(-r));
+                fprintf(stderr, "livesnapd: spawner: cannot set up: %s\n", strerror(-r));
                 _exit(1);
         }
+        (void)spawner_serve(&s);
+        /* The daemon is going: the children get a SIGTERM (a clean abort) and the time to take it. */
+        spawner_stop_children(&s, SIGTERM);
+        _exit(0);
+}
+
+/* The spawner of livesnapd-spawner.service (livesnapd --spawner): takes the listening socket from
+ * systemd and serves one connection at a time, from root only. When a connection closes, whatever its
+ * peer started is killed: the bus-facing process that asked for it is gone, and nothing may outlive it
+ * (a worker killed releases its target; the kernel un-protects it). Returns on SIGTERM or SIGINT. */
+static int spawner_listen_main(int listen_fd, const char *store_dir)
+{
+        Spawner s = { .sock = -EBADF, .self = getpid(), .store_dir = store_dir };
+        int r;
+
+        r = spawner_setup(&s, true);
+        if (r < 0) {
+                fprintf(stderr, "livesnapd: spawner: cannot set up: %s\n", strerror(-r));
+                return r;
+        }
+        (void)fcntl(listen_fd, F_SETFL, O_NONBLOCK);
+        fprintf(stderr, "livesnapd: spawner: waiting for livesnapd, store %s\n", store_dir);
 
         for (;;) {
-                struct pollfd p[2] = { { .fd = sock, .events = POLLIN }, { .fd = s.sigfd, .events = POLLIN } };
+                struct pollfd p[2] = { { .fd = listen_fd, .events = POLLIN }, { .fd = s.sigfd, .events = POLLIN } };
+                struct ucred cred = {};
+                socklen_t len = sizeof(cred);
+                size_t n;
+                int conn;
 
                 if (poll(p, 2, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
+                        r = -errno;
                         break;
                 }
-                if (p[1].revents) {
-                        struct signalfd_siginfo si;
-
-                        while (read(s.sigfd, &si, sizeof(si)) > 0)
-                                ;
-                        spawner_reap(&s);
+                if (p[1].revents && spawner_on_signal(&s)) {
+                        r = 0;
+                        break;
                 }
-                if (p[0].revents) {
-                        r = spawner_on_request(&s);
-                        if (r == 0 || (r < 0 && r != -EAGAIN && r != -EINTR && r != -EBADMSG))
-                                break;
+                if (!p[0].revents)
+                        continue;
+                conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (conn < 0) {
+                        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                                continue;
+                        r = -errno;
+                        fprintf(stderr, "livesnapd: spawner: accept: %s\n", strerror(-r));
+                        break;
+                }
+                /* The socket's mode (0600) keeps others out already; this holds even if it is changed. */
+                if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) {
+                        fprintf(stderr, "livesnapd: spawner: refused a connection from PID %d, uid %u: only root "
+                                "may ask for workers\n", (int)cred.pid, (unsigned)cred.uid);
+                        safe_close(conn);
+                        continue;
+                }
+                fprintf(stderr, "livesnapd: spawner: serving livesnapd (PID %d)\n", (int)cred.pid);
+                s.sock = conn;
+                r = spawner_serve(&s);
+                n = s.n_children;
+                spawner_stop_children(&s, SIGKILL);
+                s.sock = safe_close(s.sock);
+                fprintf(stderr, "livesnapd: spawner: %s livesnapd (PID %d); killed the %zu child%s it left\n",
+                        r > 0 ? "stopping: dropped" : "connection closed by", (int)cred.pid, n, n == 1 ? "" : "ren");
+                if (r > 0) {
+                        r = 0;
+                        break;
                 }
         }
 
-        /* The daemon is going: the children get a SIGTERM (a clean abort) and the time to take it. */
-        for (size_t i = 0; i < s.n_children; i++)
-                (void)kill(s.children[i].pid, SIGTERM);
-        while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-                ;
-        _exit(0);
+        spawner_stop_children(&s, SIGKILL);
+        safe_close(s.sigfd);
+        free(s.children);
+        return r;
 }
 
 static void job_finish(Job *j);
@@ -769,13 +893,15 @@ static void job_on_exit(Job *j, int code, int status)
 static void job_on_spawn_error(Job *j, int error)
 {
         json_object *res = json_object_new_object();
+        char text[128];
 
+        if (error == -ESRCH)
+                snprintf(text, sizeof(text), "the target exited before its worker started");
+        else
+                snprintf(text, sizeof(text), "the worker could not be started: %s", strerror(-error));
         json_object_object_add(res, "ok", json_object_new_boolean(false));
         json_object_object_add(res, "errno", json_object_new_int(-error));
-        json_object_object_add(res, "error", json_object_new_string(error == -ESRCH ? "the target exited before "
-                                                                                       "its worker started" :
-                                                                                       "the worker could not be "
-                                                                                       "started"));
+        json_object_object_add(res, "error", json_object_new_string(text));
         free(j->result);
         j->result = strdup(json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
         json_object_put(res);
@@ -1364,7 +1490,7 @@ static int spawner_on_io(sd_event_source *s, int fd, uint32_t revents, void *use
                         continue;
                 if (r <= 0) {
                         /* Its children died with it: no job can end well, and none can start. */
-                        fprintf(stderr, "livesnapd: the spawner process exited; stopping\n");
+                        fprintf(stderr, "livesnapd: the spawner process exited (its socket closed); stopping\n");
                         m->spawner_io = sd_event_source_disable_unref(m->spawner_io);
                         return sd_event_exit(m->event, -EPIPE);
                 }
@@ -1403,6 +1529,58 @@ static int spawner_start(Manager *m)
         m->spawner_fd = sv[0];
         (void)fcntl(m->spawner_fd, F_SETFL, O_NONBLOCK);
         return 0;
+}
+
+/* Connects to the spawner of livesnapd-spawner.service instead of forking one. Its socket is root's: a
+ * listener of another user (the path taken over by someone else) is refused. */
+static int spawner_connect(Manager *m, const char *path)
+{
+        _cleanup_close_ int fd = -EBADF;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct ucred cred = {};
+        socklen_t len = sizeof(cred);
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return -errno;
+        /* Of a connected socket: the credentials of whoever called listen() (systemd, for the unit). */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return -errno;
+        if (cred.uid != 0)
+                return -EPERM;
+        (void)fcntl(fd, F_SETFL, O_NONBLOCK);
+        m->spawner = 0; /* not ours to wait for */
+        m->spawner_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Waits up to timeout_ms for the workers to exit (through their pidfds). The spawner of
+ * livesnapd-spawner.service kills whatever its peer left once the socket closes: the workers get the
+ * time to take their SIGTERM first. */
+static void jobs_wait_workers(Manager *m, int timeout_ms)
+{
+        struct timespec start;
+
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        for (Job *j = m->jobs; j; j = j->next) {
+                struct pollfd p = { .fd = j->worker_pidfd, .events = POLLIN };
+                struct timespec now;
+                long left;
+
+                if (j->worker_pidfd < 0)
+                        continue;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                left = timeout_ms - ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000);
+                if (left <= 0)
+                        return;
+                while (poll(&p, 1, (int)left) < 0 && errno == EINTR)
+                        ;
+        }
 }
 
 static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *error)
@@ -1610,14 +1788,47 @@ static const sd_bus_vtable checkpoint_vtable[] = {
 
 /* ---- main ---- */
 
+/* livesnapd --spawner: the service livesnapd-spawner.socket starts, with its listening socket. */
+static int run_spawner(const char *store_dir)
+{
+        int n, fd, r;
+
+        n = sd_listen_fds(true);
+        if (n < 0) {
+                fprintf(stderr, "livesnapd: spawner: cannot take the sockets systemd passed: %s\n", strerror(-n));
+                return n;
+        }
+        if (n != 1) {
+                fprintf(stderr, "livesnapd: spawner: wants one listening socket from systemd "
+                        "(livesnapd-spawner.socket), got %d\n", n);
+                return -EBADF;
+        }
+        fd = SD_LISTEN_FDS_START;
+        r = sd_is_socket_unix(fd, SOCK_SEQPACKET, 1, NULL, 0);
+        if (r <= 0) {
+                fprintf(stderr, "livesnapd: spawner: the socket systemd passed is not a listening AF_UNIX "
+                        "SOCK_SEQPACKET socket\n");
+                return r < 0 ? r : -ENOTSOCK;
+        }
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+        r = spawner_listen_main(fd, store_dir);
+        safe_close(fd);
+        return r;
+}
+
 static void help(void)
 {
-        printf("Usage: livesnapd [--config FILE]\n"
+        printf("Usage: livesnapd [--config FILE] [--spawner-socket PATH]\n"
+               "       livesnapd --spawner [--config FILE]\n"
                "       livesnapd --check-sandbox\n"
                "\n"
                "The livesnap checkpoint service: org.livesnap1 on the system bus.\n"
                "\n"
                "  -c --config FILE   Configuration (default: " CONFIG_DEFAULT_PATH ")\n"
+               "     --spawner-socket PATH\n"
+               "                     Get workers from the spawner listening on PATH\n"
+               "                     (livesnapd-spawner.socket) instead of forking one\n"
+               "     --spawner       Be that spawner, on the socket systemd passes\n"
                "     --check-sandbox Enter the bus-facing process's sandbox, try system calls\n"
                "                     it leaves out, and exit\n"
                "  -h --help          Show this help\n"
@@ -1633,6 +1844,8 @@ static int parse_argv(int argc, char *argv[])
                 { "config", required_argument, NULL, 'c' },
                 { "version", no_argument, NULL, 'V' },
                 { "check-sandbox", no_argument, NULL, 'S' },
+                { "spawner", no_argument, NULL, 'W' },
+                { "spawner-socket", required_argument, NULL, 'P' },
                 {},
         };
         int c;
@@ -1651,11 +1864,26 @@ static int parse_argv(int argc, char *argv[])
                 case 'S':
                         arg_check_sandbox = true;
                         break;
+                case 'W':
+                        arg_spawner = true;
+                        break;
+                case 'P':
+                        if (optarg[0] != '/') {
+                                fprintf(stderr, "livesnapd: --spawner-socket wants an absolute path, not '%s'\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        arg_spawner_socket = optarg;
+                        break;
                 default:
                         return -EINVAL;
                 }
         if (optind < argc) {
                 fprintf(stderr, "livesnapd: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        if (arg_spawner && (arg_spawner_socket || arg_check_sandbox)) {
+                fprintf(stderr, "livesnapd: --spawner goes with neither --spawner-socket nor --check-sandbox\n");
                 return -EINVAL;
         }
         return 1;
@@ -1691,16 +1919,32 @@ static int run(int argc, char *argv[])
                 fprintf(stderr, "livesnapd: bad configuration: %s\n", err);
                 goto out;
         }
-        r = store_open(m.config.store_dir ?: "/var/lib/livesnap", &m.store, err, sizeof(err));
+        if (arg_spawner) {
+                r = run_spawner(m.config.store_dir ?: STORE_DEFAULT_DIR);
+                goto out;
+        }
+        /* The store first: opening it removes the temporaries a crash left, which no worker may be
+         * writing yet. (The spawner of livesnapd-spawner.service killed its last peer's workers when that
+         * peer's socket closed, and serves this process only once it did.) */
+        r = store_open(m.config.store_dir ?: STORE_DEFAULT_DIR, &m.store, err, sizeof(err));
         if (r < 0) {
                 fprintf(stderr, "livesnapd: %s\n", err[0] ? err : strerror(-r));
                 goto out;
         }
-        r = spawner_start(&m);
-        if (r < 0) {
-                fprintf(stderr, "livesnapd: cannot start the spawner process: %s\n", strerror(-r));
-                goto out;
+        if (arg_spawner_socket) {
+                r = spawner_connect(&m, arg_spawner_socket);
+                if (r == -EPERM)
+                        fprintf(stderr, "livesnapd: %s is not root's socket; refusing it\n", arg_spawner_socket);
+                else if (r < 0)
+                        fprintf(stderr, "livesnapd: cannot connect to the spawner at %s: %s\n", arg_spawner_socket,
+                                strerror(-r));
+        } else {
+                r = spawner_start(&m);
+                if (r < 0)
+                        fprintf(stderr, "livesnapd: cannot start the spawner process: %s\n", strerror(-r));
         }
+        if (r < 0)
+                goto out;
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
@@ -1756,10 +2000,13 @@ static int run(int argc, char *argv[])
         r = sd_event_loop(m.event);
 
 out:
-        /* Workers get a SIGTERM (a clean abort); the spawner, its socket closed, waits for them. */
+        /* Workers get a SIGTERM (a clean abort). A forked spawner, its socket closed, waits for them; the
+         * spawner of livesnapd-spawner.service kills them, so they get their time here. */
         for (Job *j = m.jobs; j; j = j->next)
                 if (j->worker_pidfd >= 0)
                         (void)syscall(SYS_pidfd_send_signal, j->worker_pidfd, SIGTERM, NULL, 0);
+        if (m.spawner_fd >= 0 && m.spawner <= 0)
+                jobs_wait_workers(&m, 10 * 1000);
         m.spawner_io = sd_event_source_disable_unref(m.spawner_io);
         m.spawner_fd = safe_close(m.spawner_fd);
         if (m.spawner > 0)

@@ -3,23 +3,26 @@
 /*
  * How livesnapd confines itself.
  *
- * livesnapd is three kinds of process. The bus-facing process parses everything callers send, so it is
- * the one worth attacking; it never touches a target. Right after start-up it forks the spawner, a small
- * loop that forks the job workers and export children on its request, and then it gives up almost
- * everything: it keeps CAP_CHOWN and CAP_FOWNER (store_add() hands a finished image and its record to
- * the user who asked for it) and installs a seccomp allow-list that refuses fork, exec, ptrace, kill,
- * mount, namespaces, module loading, new sockets and everything else it does not name. A caller who took
- * over the bus-facing process can still ask the spawner for what the daemon could always do (a checkpoint
- * of a process, an export of a checkpoint); the spawner checks those requests itself and builds every
- * path from the store directory, so it cannot be made to open anything else. (It still runs as uid 0,
- * so files root owns stay open to it as far as their modes and the unit's ProtectSystem= allow.)
+ * livesnapd is three kinds of process. The bus-facing process parses everything callers send, so it is the
+ * one worth attacking; it never touches a target. Right after start-up it forks the spawner, a small loop
+ * that forks the job workers and export children on its request (or, under systemd, connects to the spawner
+ * of livesnapd-spawner.service, the same loop in a unit of its own: see livesnapd.c), and then it gives up
+ * almost everything: it keeps CAP_CHOWN and CAP_FOWNER (store_add() hands a finished image and its record to
+ * the user who asked for it) and installs a seccomp allow-list that refuses fork, exec, ptrace, kill, mount,
+ * namespaces, module loading, new sockets and everything else it does not name. A caller who took over the
+ * bus-facing process can still ask the spawner for what the daemon could always do (a checkpoint of a
+ * process, an export of a checkpoint); the spawner checks those requests itself and builds every path from
+ * the store directory, so it cannot be made to open anything else. (It still runs as uid 0, so files root
+ * owns stay open to it as far as their modes and the unit's ProtectSystem= allow.)
  *
  * The spawner and the workers keep CAP_SYS_PTRACE, CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH and nothing
  * else, and they stay unfiltered on purpose: a worker injects system calls into its target through
  * ptrace with PTRACE_O_SUSPEND_SECCOMP, so that a target's own seccomp filter cannot refuse them, and
  * the kernel grants that option only to a tracer that has CAP_SYS_ADMIN and no seccomp filter of its
- * own (a filter is inherited across fork, so the spawner cannot have one either). They also run the
- * whole engine (threads, userfaultfd, zstd, /proc), whose system calls change with the engine.
+ * own (a filter is inherited across fork, so the spawner cannot have one either; nor can a systemd unit
+ * the spawner runs in, which is why livesnapd.service, whose options install filters, no longer holds
+ * it). They also run the whole engine (threads, userfaultfd, zstd, /proc), whose system calls change
+ * with the engine.
  *
  * Capabilities leave the effective, permitted, inheritable and ambient sets, and the bounding set when
  * the process holds CAP_SETPCAP (root outside systemd). Under livesnapd.service it does not:

@@ -59,13 +59,16 @@ cat >"$TEST_TMP/livesnap.json" <<EOF
 }
 EOF
 
-# The daemon runs with what livesnapd.service leaves it: the unit's capability bounding set (so no
-# CAP_SETPCAP: it cannot shrink its bounding set further) and no_new_privs.
+# The daemon, forking its own spawner here, runs with what livesnapd.service and
+# livesnapd-spawner.service leave their processes together: the union of the units' capability bounding
+# sets (so no CAP_SETPCAP: it cannot shrink its bounding set further) and no_new_privs. (spawner.sh runs
+# the two as the units do.)
 declare -A CAP_BIT=([CHOWN]=0 [DAC_OVERRIDE]=1 [DAC_READ_SEARCH]=2 [FOWNER]=3 [SETPCAP]=8 [SYS_PTRACE]=19
 	[SYS_ADMIN]=21)
 UNIT_BOUNDING=-all
 unit_mask=0
-for c in $(sed -n 's/^CapabilityBoundingSet=//p' "$top/systemd/livesnapd.service"); do
+for c in $(sed -n 's/^CapabilityBoundingSet=//p' "$top/systemd/livesnapd.service" \
+	"$top/systemd/livesnapd-spawner.service" | tr ' ' '\n' | sort -u); do
 	c=${c#CAP_}
 	[[ -n ${CAP_BIT[$c]:-} ]] || die "bus.sh does not know CAP_$c of livesnapd.service"
 	UNIT_BOUNDING+=",+${c,,}"
