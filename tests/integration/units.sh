@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The systemd units verify (the template through an instance too), livesnapd.service's exposure is at
-# most 4.0 and livesnapd-spawner.service's at most 5.6 (what it measures with no option that installs a
+# most 4.0 and livesnapd-spawner.service's at most 5.8 (what it measures with no option that installs a
 # seccomp filter; livesnapd(8)), the spawner's unit sets none of those options, the timer's default
 # schedule parses, and `make install DESTDIR=...` lays out every file and `make uninstall` removes them
 # again.
@@ -49,13 +49,13 @@ check_exposure() {
 	log "$1 exposure: $e (at most $2)"
 }
 check_exposure livesnapd.service 4.0
-check_exposure livesnapd-spawner.service 5.6
+check_exposure livesnapd-spawner.service 5.8
 
 # The spawner's workers must be able to suspend a target's seccomp filter: no option of its unit may put
 # them under one (systemd.exec(5): each of these installs a filter).
 for o in SystemCallFilter SystemCallArchitectures SystemCallLog RestrictAddressFamilies RestrictNamespaces \
 	RestrictRealtime RestrictSUIDSGID LockPersonality MemoryDenyWriteExecute ProtectClock ProtectHostname \
-	ProtectKernelLogs ProtectKernelModules; do
+	ProtectKernelLogs ProtectKernelModules ProtectKernelTunables PrivateDevices; do
 	! grep -q "^$o=" "$units/livesnapd-spawner.service" || die "livesnapd-spawner.service sets $o=, which installs a seccomp filter"
 done
 grep -q "^ExecStart=.*--spawner-socket=/run/livesnap/spawner.sock" "$units/livesnapd.service" &&
