@@ -14,5 +14,5 @@ apt-get install -y -qq --no-install-recommends \
 	libsystemd-dev libjson-c-dev libxxhash-dev libzstd-dev \
 	libseccomp-dev libcap-dev libbsd-dev libcmocka-dev \
 	groff-base groff mandoc \
-	util-linux procps psmisc jq gdb elfutils dbus systemd systemd-container strace clang valgrind \
+	util-linux procps psmisc jq gdb elfutils dbus python3-dbus systemd systemd-container strace clang valgrind \
 	>/dev/null
