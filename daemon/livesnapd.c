@@ -524,6 +524,7 @@ typedef struct SpawnChild {
 
 typedef struct Spawner {
         int sock, sigfd;
+        int listen_fd; /* livesnapd-spawner.socket's, or -EBADF */
         pid_t self;
         const char *store_dir;
         SpawnChild *children;
@@ -587,6 +588,7 @@ static int spawner_fork(Spawner *s, const SpawnRequest *req, int fds[SPAWN_MAX_F
         if (child == 0) {
                 safe_close(s->sock);
                 safe_close(s->sigfd);
+                safe_close(s->listen_fd);
                 if (req->kind == SPAWN_WORKER)
                         worker_main(req, path, fds[0], fds[1], s->self);
                 exporter_main(path, req->format, fds[0], s->self);
@@ -730,7 +732,7 @@ static void spawner_stop_children(Spawner *s, int sig)
 /* The forked spawner: serves the bus-facing process until it closes the socket. */
 _noreturn_ static void spawner_main(int sock, const char *store_dir, pid_t parent)
 {
-        Spawner s = { .sock = sock, .self = getpid(), .store_dir = store_dir };
+        Spawner s = { .sock = sock, .listen_fd = -EBADF, .self = getpid(), .store_dir = store_dir };
         int r;
 
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -753,7 +755,7 @@ _noreturn_ static void spawner_main(int sock, const char *store_dir, pid_t paren
  * (a worker killed releases its target; the kernel un-protects it). Returns on SIGTERM or SIGINT. */
 static int spawner_listen_main(int listen_fd, const char *store_dir)
 {
-        Spawner s = { .sock = -EBADF, .self = getpid(), .store_dir = store_dir };
+        Spawner s = { .sock = -EBADF, .listen_fd = listen_fd, .self = getpid(), .store_dir = store_dir };
         int r;
 
         r = spawner_setup(&s, true);
@@ -999,7 +1001,7 @@ static int job_start(Manager *m, sd_bus_message *msg, Job *j, uint32_t pid, int 
         if (r < 0)
                 goto fail;
 
-        if ((pid_t)pid == getpid() || (pid_t)pid == m->spawner) {
+        if ((pid_t)pid == getpid() || (m->spawner > 0 && (pid_t)pid == m->spawner)) {
                 r = sd_bus_error_setf(error, ERR_INVALID, "PID %" PRIu32 " is livesnapd itself", pid);
                 goto fail;
         }
