@@ -149,16 +149,18 @@ victim_start victim-churn
 SLOW=$VICTIM_PID
 SLOW_DIR=$VICTIM_DIR
 "$LIVESNAP" checkpoint "$SLOW" >/dev/null || die "the slow checkpoint was refused"
-# An export into a pipe nobody reads: the export child blocks once the pipe is full. busctl cannot pass
-# a file descriptor; python3's dbus module can.
+# An export into a FIFO nobody reads (the test holds it open for reading): the export child blocks once
+# it is full. busctl cannot pass a file descriptor; python3's dbus module can.
 want=1
 if /usr/bin/python3 -c 'import dbus' 2>/dev/null; then
-	(/usr/bin/python3 - "$ID" <<'EOF' | sleep 300) >/dev/null 2>"$TEST_TMP/export.err" &
+	cat >"$TEST_TMP/export.py" <<'EOF'
 import dbus, sys
 m = dbus.SystemBus().get_object("org.livesnap1", "/org/livesnap1")
 m.Export(sys.argv[1], "image", dbus.types.UnixFd(1), dbus_interface="org.livesnap1.Manager", timeout=120)
 EOF
-	cleanup_add $!
+	mkfifo "$TEST_TMP/export.fifo"
+	exec 7<>"$TEST_TMP/export.fifo"
+	bg_start /usr/bin/python3 "$TEST_TMP/export.py" "$ID" >&7 2>"$TEST_TMP/export.err"
 	want=2
 else
 	log "no dbus module for /usr/bin/python3 (Debian: python3-dbus): only a worker is left to the spawner"
@@ -180,6 +182,7 @@ wait_until 10 "the spawner's note of the closed connection" \
 gone "$SPAWNER" && die "the spawner stopped with its peer"
 assert_victim_ok "$SLOW" "$SLOW_DIR"
 log "killed daemon: the spawner killed the $want children it left (worker, export child); the target runs on"
+exec 7>&-
 
 # ---- the next daemon ----
 start_daemon
