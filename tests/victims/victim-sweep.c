@@ -28,7 +28,11 @@
  *   --ballast MIB   also hold MIB MiB of a known pattern that nobody writes ("ballast"), so that a
  *                   rate-limited dump takes a predictable while (the sweepers' own pages are saved at
  *                   once by their write faults, whatever the rate);
- *   --pause-us N    sleep N microseconds between sweeps, to leave the CPUs some room.
+ *   --pause-us N    sleep N microseconds between sweeps, to leave the CPUs some room;
+ *   --region-kib N  make each region N KiB (a multiple of 4, at most 8192; "data" at most 4096)
+ *                   instead of 8 MiB, so that a test taking hundreds of checkpoints (soak.sh) spends
+ *                   its time in the checkpoints rather than in copying megabytes. "thp" smaller than
+ *                   2 MiB is not backed by a huge page.
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -70,6 +74,7 @@ static uint64_t data_region[DATA_SIZE / 8] = {[0 ... DATA_SIZE / 8 - 1] = 0xdada
 
 static Control *ctl;
 static unsigned pause_us;
+static size_t region_size = REGION_SIZE;
 static volatile uint64_t *regions[N_REGIONS];
 
 static void sweep_once(int r)
@@ -102,7 +107,7 @@ static void *sweeper(void *arg)
         ctl->rec[r].tid = (uint64_t)victim_gettid();
         if (r == R_ARENA) {
                 /* Allocated in this thread, below the mmap threshold: from this thread's arena. */
-                void *p = malloc(REGION_SIZE);
+                void *p = malloc(region_size);
                 VCHECK(p);
                 regions[r] = p;
         }
@@ -129,22 +134,22 @@ static void setup_regions(void)
         char *p;
         int fd;
 
-        p = map_anon(REGION_SIZE, PROT_READ | PROT_WRITE, 0);
-        VCHECK(madvise(p, REGION_SIZE, MADV_NOHUGEPAGE) == 0);
+        p = map_anon(region_size, PROT_READ | PROT_WRITE, 0);
+        VCHECK(madvise(p, region_size, MADV_NOHUGEPAGE) == 0);
         regions[R_ANON] = (uint64_t *)p;
 
-        p = map_anon(REGION_SIZE + HUGE_SIZE, PROT_READ | PROT_WRITE, 0);
+        p = map_anon(region_size + HUGE_SIZE, PROT_READ | PROT_WRITE, 0);
         p = (char *)(((uintptr_t)p + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1));
         if (thp_allowed())
-                VCHECK(madvise(p, REGION_SIZE, MADV_HUGEPAGE) == 0);
+                VCHECK(madvise(p, region_size, MADV_HUGEPAGE) == 0);
         else
                 victim_log("note: transparent huge pages are disabled; 'thp' uses 4 KiB pages");
         regions[R_THP] = (uint64_t *)p;
 
         fd = memfd_create("victim-sweep", MFD_CLOEXEC);
         VCHECK(fd >= 0);
-        VCHECK(ftruncate(fd, REGION_SIZE) == 0);
-        p = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        VCHECK(ftruncate(fd, (off_t)region_size) == 0);
+        p = mmap(NULL, region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         VCHECK(p != MAP_FAILED);
         close(fd);
         regions[R_MEMFD] = (uint64_t *)p;
@@ -152,12 +157,13 @@ static void setup_regions(void)
         regions[R_BSS] = bss_region;
         regions[R_DATA] = data_region;
 
-        p = malloc(REGION_SIZE);
+        p = malloc(region_size);
         VCHECK(p);
         regions[R_BRK] = (uint64_t *)p;
 
+        /* The static arrays keep their size; a smaller region is a prefix of them. */
         for (int r = 0; r < N_REGIONS; r++)
-                ctl->region_size[r] = r == R_DATA ? DATA_SIZE : REGION_SIZE;
+                ctl->region_size[r] = r == R_DATA && region_size > DATA_SIZE ? DATA_SIZE : region_size;
 }
 
 static _Noreturn void run(size_t ballast_mib)
@@ -313,6 +319,12 @@ int main(int argc, char *argv[])
                         ballast_mib = strtoul(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--pause-us") == 0)
                         pause_us = (unsigned)strtoul(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--region-kib") == 0) {
+                        unsigned long kib = strtoul(argv[i + 1], NULL, 10);
+                        if (kib == 0 || kib % 4 != 0 || kib > REGION_SIZE / 1024)
+                                usage_exit();
+                        region_size = kib * 1024;
+                }
                 else
                         usage_exit();
         }
