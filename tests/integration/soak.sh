@@ -24,55 +24,20 @@ source "$(dirname "$0")/../lib.sh"
 
 require_uffd_wp
 require_build
-require_cmd dbus-daemon jq pgrep
-LIVESNAPD=${LIVESNAPD:-$BUILD/livesnapd}
-[[ -x $LIVESNAPD ]] || die "$LIVESNAPD not built"
-top=$(cd "$(dirname "$0")/../.." && pwd)
+require_cmd dbus-daemon busctl jq pgrep
 N=${SOAK_N:-200}
 BASELINE_AT=20
 ((N > BASELINE_AT)) || die "SOAK_N must be more than $BASELINE_AT"
 MEM_SLACK_KIB=${SOAK_MEM_SLACK_KIB:-512}
 
-# ---- a private system bus with our policy (as bus.sh) ----
-cat >"$TEST_TMP/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$TEST_TMP/bus.socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>$top/systemd/org.livesnap1.conf</include>
-</busconfig>
-EOF
-bg_start dbus-daemon --config-file="$TEST_TMP/bus.conf" --nofork --nopidfile
-wait_until 10 "the private bus" test -S "$TEST_TMP/bus.socket"
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$TEST_TMP/bus.socket
-
+private_bus_start
 STORE=$TEST_TMP/store
 cat >"$TEST_TMP/livesnap.json" <<EOF
 { "store_dir": "$STORE", "max_jobs": 2 }
 EOF
-bg_start "$LIVESNAPD" --config "$TEST_TMP/livesnap.json"
-DAEMON=$BG_PID
-wait_until 10 "livesnapd on the bus" busctl status org.livesnap1 >/dev/null 2>&1
-mapfile -t children < <(pgrep -P "$DAEMON")
-((${#children[@]} == 1)) || die "livesnapd should have one child, the spawner; it has: ${children[*]}"
-SPAWNER=${children[0]}
+livesnapd_start "$TEST_TMP/livesnap.json"
+DAEMON=$DAEMON_PID
+SPAWNER=$SPAWNER_PID
 log "livesnapd: PID $DAEMON, its spawner PID $SPAWNER"
 
 VICTIM_NICE=19 victim_start victim-sweep --region-kib 256
