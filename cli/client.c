@@ -228,9 +228,15 @@ int verb_checkpoint(int argc, char *argv[])
                         log_error("checkpoint of %s %s: %s", unit, w.result, w.error);
                 else
                         log_error("checkpoint of PID %" PRIu64 " %s: %s", v, w.result, w.error);
-                if (json)
-                        printf("{\"job\":%" PRIu32 ",\"result\":\"%s\",\"error\":%s}\n", job, w.result,
-                               json_object_to_json_string(json_object_new_string(w.error)));
+                if (json) {
+                        json_object *o = json_object_new_object();
+
+                        json_object_object_add(o, "job", json_object_new_int64(job));
+                        json_object_object_add(o, "result", json_object_new_string(w.result));
+                        json_object_object_add(o, "error", json_object_new_string(w.error));
+                        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+                        json_object_put(o);
+                }
                 goto out;
         }
         if (json) {
