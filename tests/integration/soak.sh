@@ -13,8 +13,8 @@
 # and go (+158 kB over a run here with Rss +4 kB), which private memory and Rss do not.
 #
 # The victim's regions are 256 KiB (not 8 MiB), and its sweepers pause 500 us between sweeps: the test
-# is about what the daemon keeps across many checkpoints, and small images let 200 of them take about
-# a minute on an idle 2-CPU machine (0.3 s each, most of it the engine's own). The victim is not
+# is about what the daemon keeps across many checkpoints, and small images let 200 of them take 25 s
+# on an idle 2-CPU machine (0.12 s each, most of it the engine's own). The victim is not
 # niced: a checkpoint waits for each of its threads to reach a ptrace stop and to run the injected
 # syscalls, which a thread at nice 19 does late on a loaded machine (4 s a checkpoint at load average
 # 35, against 1 s at nice 0 with the pauses). Most checkpoints still freeze some sweeps half-way, and
