@@ -327,7 +327,7 @@ static int check(void)
                 ssize_t n;
                 int fd;
 
-                /* DIR/pool-N.bin: the test extracted entry N (it was READY in the table at the instant). */
+                /* DIR/pool-N.bin: the test extracted entry N (its chunk was held in the image). */
                 snprintf(path, sizeof(path), "%s/pool-%zu.bin", victim_dir, i);
                 fd = open(path, O_RDONLY | O_CLOEXEC);
                 if (fd < 0)
@@ -338,9 +338,10 @@ static int check(void)
                         continue;
                 if (n != (ssize_t)sizeof(w))
                         check_fail("%s: %zd bytes, expected %zu", path, n, sizeof(w));
+                /* The test extracts every entry of a chunk it samples; one being changed at the instant
+                 * (BUSY: remapped, re-protected or half refilled) holds nothing defined. */
                 if (p[i].state != POOL_READY)
-                        check_fail("pool-%zu: extracted but not ready in the table (state %" PRIu64 ")", i,
-                                   p[i].state);
+                        continue;
                 for (size_t k = 0; k < VICTIM_PAGE_SIZE / 8; k++)
                         if (w[k] != pool_word(p[i].gen, i, k))
                                 check_fail("pool-%zu (0x%" PRIx64 "): word %zu is 0x%" PRIx64
