@@ -444,18 +444,26 @@ int proc_stat_flags_parse(const char *text, unsigned long *ret_flags)
         return 0;
 }
 
-int proc_is_kthread(pid_t pid)
+/* The flags field of a /proc/.../stat file. */
+static int proc_stat_flags_read(const char *path, unsigned long *ret_flags)
 {
         _cleanup_free_ char *text = NULL;
+        int r;
+
+        r = read_full_file(path, &text, NULL);
+        if (r < 0)
+                return r;
+        return proc_stat_flags_parse(text, ret_flags);
+}
+
+int proc_is_kthread(pid_t pid)
+{
         unsigned long flags;
         char path[64];
         int r;
 
         snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        r = read_full_file(path, &text, NULL);
-        if (r < 0)
-                return r;
-        r = proc_stat_flags_parse(text, &flags);
+        r = proc_stat_flags_read(path, &flags);
         if (r < 0)
                 return r;
         return !!(flags & PF_KTHREAD);
@@ -463,18 +471,14 @@ int proc_is_kthread(pid_t pid)
 
 int proc_thread_exiting(pid_t pid, pid_t tid)
 {
-        _cleanup_free_ char *text = NULL;
         unsigned long flags;
         char path[64];
         int r;
 
         snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
-        r = read_full_file(path, &text, NULL);
+        r = proc_stat_flags_read(path, &flags);
         if (r == -ENOENT || r == -ESRCH)
                 return 1; /* gone already */
-        if (r < 0)
-                return r;
-        r = proc_stat_flags_parse(text, &flags);
         if (r < 0)
                 return r;
         return !!(flags & PF_EXITING);

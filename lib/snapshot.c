@@ -958,7 +958,7 @@ static void deferred_add(Deferred *d, uint64_t addr)
         d->addrs[d->n++] = addr;
 }
 
-static int cmp_addr(const void *a, const void *b)
+static int cmp_u64(const void *a, const void *b)
 {
         uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
         return x < y ? -1 : x > y;
@@ -972,7 +972,7 @@ static void deferred_unique(Deferred *d)
 
         if (d->n < 2)
                 return;
-        qsort(d->addrs, d->n, sizeof(uint64_t), cmp_addr);
+        qsort(d->addrs, d->n, sizeof(uint64_t), cmp_u64);
         for (size_t i = 0; i < d->n; i++)
                 if (n == 0 || d->addrs[i] != d->addrs[n - 1])
                         d->addrs[n++] = d->addrs[i];
@@ -1643,12 +1643,6 @@ static int pre_release(Engine *e, uint64_t addr)
         if (r == -ESRCH || (r < 0 && rg))
                 return r;
         return 1; /* not a page we track (gone, or not covered yet): the freeze will see to it */
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-        return x < y ? -1 : x > y;
 }
 
 /*

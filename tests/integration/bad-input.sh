@@ -404,33 +404,7 @@ LIVESNAPD=${LIVESNAPD:-$BUILD/livesnapd}
 if [[ $(id -u) != 0 ]] || ! command -v dbus-daemon >/dev/null || ! command -v busctl >/dev/null || [[ ! -x $LIVESNAPD ]]; then
         log "WARNING: the livesnapd part NOT RUN: it needs root, dbus-daemon, busctl and $LIVESNAPD"
 else
-        cat >"$TEST_TMP/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$TEST_TMP/bus.socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>$top/systemd/org.livesnap1.conf</include>
-</busconfig>
-EOF
-        bg_start dbus-daemon --config-file="$TEST_TMP/bus.conf" --nofork --nopidfile
-        wait_until 10 "the private bus" test -S "$TEST_TMP/bus.socket"
-        export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$TEST_TMP/bus.socket
+        private_bus_start
         STORE=$TEST_TMP/store
         printf '{ "store_dir": "%s" }\n' "$STORE" >"$TEST_TMP/livesnap.json"
         bg_start "$LIVESNAPD" --config "$TEST_TMP/livesnap.json"

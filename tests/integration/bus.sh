@@ -19,35 +19,7 @@ LIVESNAPD=${LIVESNAPD:-$BUILD/livesnapd}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 
 # ---- a private system bus with our policy ----
-cat >"$TEST_TMP/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$TEST_TMP/bus.socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>$top/systemd/org.livesnap1.conf</include>
-</busconfig>
-EOF
-bg_start dbus-daemon --config-file="$TEST_TMP/bus.conf" --nofork --nopidfile
-wait_until 10 "the private bus" test -S "$TEST_TMP/bus.socket"
-chmod 0777 "$TEST_TMP/bus.socket"
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$TEST_TMP/bus.socket
+private_bus_start
 
 STORE=$TEST_TMP/store
 cat >"$TEST_TMP/livesnap.json" <<EOF
