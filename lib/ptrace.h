@@ -34,7 +34,7 @@ typedef struct Tracee {
 
 typedef struct Target {
         pid_t pid;
-        int pidfd;
+        int pidfd;  /* -EBADF where pidfd_open() does not exist (ENOSYS: valgrind) */
         int mem_fd; /* /proc/PID/mem, opened at attach */
         Tracee *threads;
         size_t n_threads, n_allocated;

@@ -226,18 +226,41 @@ static void engine_fail(Engine *e, int r, const char *fmt, ...)
         (void)eventfd_write(e->stop_fd, 1);
 }
 
+#define MM_GONE_WAIT_MS 500
+
+/* Without a pidfd (pidfd_open() missing): has pid become a zombie, or left /proc, within timeout_ms?
+ * The traced group leader stays a zombie until its tracer has waited for it; a process that exec'd is
+ * never one (the exec'ing thread has taken the leader's place before the old mm is dropped). */
+static bool pid_exits_within(pid_t pid, int timeout_ms)
+{
+        for (int i = 0; i < timeout_ms; i += 5) {
+                ProcStatus st;
+                int r = proc_status_read(pid, 0, &st);
+
+                if (r == -ENOENT || r == -ESRCH || (r >= 0 && (st.state == 'Z' || st.state == 'X')))
+                        return true;
+                usleep(5000);
+        }
+        return false;
+}
+
 /* The uffd's mm is gone (ESRCH from an ioctl): the target replaced or ended its address space. */
 static void engine_fail_mm_gone(Engine *e)
 {
         pid_t pid = e->target ? e->target->pid : 0;
         struct pollfd p = { .fd = e->target ? e->target->pidfd : -1, .events = POLLIN };
+        bool exited;
 
         /* A pidfd polls readable once the process has exited (an exiting one gets there within moments);
          * otherwise it must have exec'd. */
-        if (p.fd >= 0 && poll(&p, 1, 500) == 0)
-                engine_fail(e, -ECANCELED, "PID %d called execve during the snapshot", (int)pid);
+        if (p.fd >= 0)
+                exited = poll(&p, 1, MM_GONE_WAIT_MS) != 0;
         else
+                exited = pid <= 0 || pid_exits_within(pid, MM_GONE_WAIT_MS);
+        if (exited)
                 engine_fail(e, -ESRCH, "PID %d exited during the snapshot", (int)pid);
+        else
+                engine_fail(e, -ECANCELED, "PID %d called execve during the snapshot", (int)pid);
 }
 
 /* ---- uffd helpers ---- */
