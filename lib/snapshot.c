@@ -50,6 +50,7 @@
  * The kernel does both if this process is killed.
  */
 
+#include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/futex.h>
@@ -63,10 +64,13 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sched.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -1996,17 +2000,277 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
         return 0;
 }
 
+/* ---- carrying fds out of the target ---- */
+
+/*
+ * pidfd_getfd() copies an fd out of the target. Where it does not exist (ENOSYS: valgrind 3.19 has no
+ * wrapper for it), the target sends the fd instead: an injected socket(), sendmsg() with the fd as
+ * SCM_RIGHTS to an AF_UNIX datagram socket of ours bound to a random abstract address, close(). Our
+ * socket has SO_PASSCRED, so the kernel tells us who sent each message; a message not from the target,
+ * or an fd of the wrong kind, is refused. Abstract addresses are per network namespace: the target must
+ * share ours. LIVESNAP_NO_PIDFD_GETFD=1 takes this path as if the syscall were missing (for the tests).
+ */
+#define RENDEZVOUS_TIMEOUT_MS 3000
+
+static bool have_pidfd_getfd(void)
+{
+        static atomic_int cached = -1;
+        int have = atomic_load(&cached);
+
+        if (have < 0) {
+                const char *v = getenv("LIVESNAP_NO_PIDFD_GETFD");
+
+                if (v && streq(v, "1"))
+                        have = 0;
+                else /* EBADF where it exists */
+                        have = !(syscall(__NR_pidfd_getfd, -1, 0, 0) < 0 && errno == ENOSYS);
+                atomic_store(&cached, have);
+        }
+        return have;
+}
+
+static bool same_netns(pid_t pid)
+{
+        struct stat ours, theirs;
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+        if (stat("/proc/self/ns/net", &ours) < 0 || stat(path, &theirs) < 0)
+                return true; /* cannot tell: the send will say */
+        return ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino;
+}
+
+typedef struct Rendezvous {
+        int fd;
+        struct sockaddr_un addr;
+        socklen_t addr_len;
+} Rendezvous;
+
+static int rendezvous_open(Rendezvous *rv)
+{
+        _cleanup_close_ int fd = -EBADF;
+        uint8_t rnd[16];
+        int one = 1;
+        size_t n;
+
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
+                return -errno;
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+                return -EIO;
+
+        *rv = (Rendezvous){ .addr.sun_family = AF_UNIX };
+        n = 1 + (size_t)snprintf(rv->addr.sun_path + 1, sizeof(rv->addr.sun_path) - 1, "livesnap-fd-");
+        for (size_t i = 0; i < sizeof(rnd); i++, n += 2)
+                snprintf(rv->addr.sun_path + n, 3, "%02x", rnd[i]);
+        rv->addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+        if (bind(fd, (struct sockaddr *)&rv->addr, rv->addr_len) < 0)
+                return -errno;
+        rv->fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Receives one fd that the target, pid, sent to rv, within RENDEZVOUS_TIMEOUT_MS; its /proc/self/fd
+ * link must start with kind ("anon_inode:[userfaultfd]", "socket:["). */
+static int rendezvous_recv(Rendezvous *rv, pid_t pid, const char *kind, int *ret_fd, char *err,
+                           size_t errlen)
+{
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
+        } cbuf = {};
+        struct pollfd p = { .fd = rv->fd, .events = POLLIN };
+        char byte, path[64], link[64] = {};
+        struct iovec iov = { &byte, 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &cbuf,
+                             .msg_controllen = sizeof(cbuf) };
+        struct ucred cred = { .pid = 0 };
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = poll(&p, 1, RENDEZVOUS_TIMEOUT_MS);
+        if (r == 0)
+                r = -ETIMEDOUT;
+        else if (r > 0 && recvmsg(rv->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+                r = -errno;
+        if (r < 0) {
+                snprintf(err, errlen, "receiving an fd from PID %d on livesnap's socket failed: %s",
+                         (int)pid, strerror(-r));
+                return r;
+        }
+
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET)
+                        continue;
+                if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(cred)))
+                        memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+                else if (c->cmsg_type == SCM_RIGHTS)
+                        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                                int got;
+
+                                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                                if (fd < 0)
+                                        fd = got;
+                                else
+                                        safe_close(got);
+                        }
+        }
+        if (cred.pid != pid) {
+                snprintf(err, errlen,
+                         "refusing a message on livesnap's socket from PID %d: it was waiting for an fd "
+                         "from PID %d",
+                         (int)cred.pid, (int)pid);
+                return -EPERM;
+        }
+        if (fd >= 0) {
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+                (void)!readlink(path, link, sizeof(link) - 1);
+        }
+        if (fd < 0 || (mh.msg_flags & MSG_CTRUNC) || !startswith(link, kind)) {
+                snprintf(err, errlen, "refusing what PID %d sent on livesnap's socket: not one %s fd but %s",
+                         (int)pid, kind, fd < 0 ? "none" : link[0] ? link : "an unknown kind");
+                return -EPROTO;
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* Scratch memory for injected syscalls' arguments: below the stopped thread's stack red zone. */
+static int tracee_scratch(Tracee *tr, uint64_t *ret)
+{
+        struct user_regs_struct regs;
+
+        if (ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) < 0)
+                return -errno;
+        *ret = ALIGN_DOWN((uint64_t)regs.rsp - 1024, 64);
+        return 0;
+}
+
+/* An injected sendmsg() or recvmsg() of one byte and at most one fd, as laid out in the target. */
+typedef struct RemoteMsg {
+        struct msghdr mh;
+        struct iovec iov;
+        uint64_t data;
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } cbuf;
+        struct sockaddr_un name;
+} RemoteMsg;
+
+#define REMOTE_MSG_MAX 256
+_Static_assert(sizeof(RemoteMsg) <= REMOTE_MSG_MAX, "RemoteMsg outgrew its scratch");
+
+/* Runs nr (SYS_sendmsg or SYS_recvmsg) on sock inside tr, with its message at base in the target.
+ * sendmsg: to name (NULL: the connected peer), passing fd unless it is < 0. recvmsg: *ret_fd gets the
+ * fd received. */
+static int target_inject_msg(Target *t, Tracee *tr, long nr, int64_t sock, uint64_t base, int flags,
+                             const struct sockaddr_un *name, socklen_t name_len, int fd, int *ret_fd)
+{
+        RemoteMsg m = {};
+        uint64_t args[6] = { (uint64_t)sock, base, (uint64_t)flags };
+        int64_t res;
+        int r;
+
+        assert(name_len <= sizeof(m.name));
+
+        m.iov.iov_base = (void *)(uintptr_t)(base + offsetof(RemoteMsg, data));
+        m.iov.iov_len = 1;
+        m.mh.msg_iov = (void *)(uintptr_t)(base + offsetof(RemoteMsg, iov));
+        m.mh.msg_iovlen = 1;
+        if (name) {
+                memcpy(&m.name, name, name_len);
+                m.mh.msg_name = (void *)(uintptr_t)(base + offsetof(RemoteMsg, name));
+                m.mh.msg_namelen = name_len;
+        }
+        if (nr == SYS_recvmsg || fd >= 0) {
+                m.mh.msg_control = (void *)(uintptr_t)(base + offsetof(RemoteMsg, cbuf));
+                m.mh.msg_controllen = sizeof(m.cbuf);
+        }
+        if (fd >= 0) {
+                struct cmsghdr *c = &m.cbuf.align;
+
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        }
+        r = target_write_memory(t, base, &m, sizeof(m));
+        if (r < 0)
+                return r;
+        r = target_inject_syscall(t, tr->tid, nr, args, &res);
+        if (r >= 0 && res < 0)
+                r = (int)res;
+        if (r < 0 || nr != SYS_recvmsg)
+                return r;
+
+        r = target_read_memory(t, base, &m, sizeof(m));
+        if (r < 0)
+                return r;
+        if (m.mh.msg_controllen < CMSG_LEN(sizeof(int)) || m.cbuf.align.cmsg_type != SCM_RIGHTS)
+                return -EPROTO;
+        memcpy(ret_fd, CMSG_DATA(&m.cbuf.align), sizeof(int));
+        return 0;
+}
+
+/* Sends fd_in_target from inside the target to rv, from a socket made for it and closed again. */
+static int target_send_fd(Target *t, Tracee *tr, int fd_in_target, const Rendezvous *rv)
+{
+        uint64_t scratch, args[6] = { AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC };
+        int64_t sock, res;
+        int r;
+
+        r = tracee_scratch(tr, &scratch);
+        if (r < 0)
+                return r;
+        r = target_inject_syscall(t, tr->tid, SYS_socket, args, &sock);
+        if (r >= 0 && sock < 0)
+                r = (int)sock;
+        if (r < 0)
+                return r;
+        /* MSG_DONTWAIT: a full queue (someone else filling it) fails, rather than block the target. */
+        r = target_inject_msg(t, tr, SYS_sendmsg, sock, scratch, MSG_DONTWAIT | MSG_NOSIGNAL, &rv->addr,
+                              rv->addr_len, fd_in_target, NULL);
+        args[0] = (uint64_t)sock;
+        (void)target_inject_syscall(t, tr->tid, SYS_close, args, &res);
+        return r;
+}
+
+/* Our copy of fd_in_target, without pidfd_getfd(): sent to a rendezvous socket of this process. */
+static int target_take_fd(Target *t, Tracee *tr, int fd_in_target, const char *kind, int *ret_fd, char *err,
+                          size_t errlen)
+{
+        Rendezvous rv = { .fd = -EBADF };
+        int r;
+
+        r = rendezvous_open(&rv);
+        if (r < 0)
+                snprintf(err, errlen, "cannot set up a socket to receive an fd from PID %d: %s", (int)t->pid,
+                         strerror(-r));
+        if (r >= 0) {
+                r = target_send_fd(t, tr, fd_in_target, &rv);
+                if (r < 0)
+                        snprintf(err, errlen, "sending an fd from inside PID %d to livesnap failed: %s",
+                                 (int)t->pid, strerror(-r));
+        }
+        if (r >= 0)
+                r = rendezvous_recv(&rv, t->pid, kind, ret_fd, err, errlen);
+        safe_close(rv.fd);
+        return r;
+}
+
 /*
  * A target without CAP_SYS_PTRACE may not call userfaultfd() (vm.unprivileged_userfaultfd=0), but
  * anyone holding an open /dev/userfaultfd may create one with USERFAULTFD_IOC_NEW, bound to the caller's
  * mm. So: open the device here, hand the fd to the target over a socketpair created inside it (one end
- * pulled out with pidfd_getfd), and have the target run the ioctl. Every fd it got is closed again.
- * Scratch memory for the syscalls' arguments is below the thread's stack red zone.
+ * pulled out with pidfd_getfd, or sent out without it), and have the target run the ioctl. Every fd it
+ * got is closed again.
  */
 static int uffd_via_device(Target *t, Tracee *tr, int64_t *ret_fd_in_target, char *err, size_t errlen)
 {
         _cleanup_close_ int dev = -EBADF, ours = -EBADF;
-        struct user_regs_struct regs;
         int32_t sv[2] = { -1, -1 };
         int64_t res, dev_in_target = -1;
         uint64_t scratch, args[6] = {};
@@ -2021,9 +2285,9 @@ static int uffd_via_device(Target *t, Tracee *tr, int64_t *ret_fd_in_target, cha
                          (int)t->pid, strerror(-r));
                 return r;
         }
-        if (ptrace(PTRACE_GETREGS, tr->tid, NULL, &regs) < 0)
-                return -errno;
-        scratch = ALIGN_DOWN((uint64_t)regs.rsp - 1024, 64);
+        r = tracee_scratch(tr, &scratch);
+        if (r < 0)
+                return r;
 
         /* socketpair(AF_UNIX, SOCK_DGRAM|SOCK_CLOEXEC, 0, scratch) */
         args[0] = AF_UNIX;
@@ -2037,10 +2301,16 @@ static int uffd_via_device(Target *t, Tracee *tr, int64_t *ret_fd_in_target, cha
         if (r < 0)
                 goto finish;
 
-        ours = (int)syscall(__NR_pidfd_getfd, t->pidfd, sv[1], 0);
-        if (ours < 0) {
-                r = -errno;
-                goto finish;
+        if (have_pidfd_getfd()) {
+                ours = (int)syscall(__NR_pidfd_getfd, t->pidfd, sv[1], 0);
+                if (ours < 0) {
+                        r = -errno;
+                        goto finish;
+                }
+        } else {
+                r = target_take_fd(t, tr, sv[1], "socket:[", &ours, err, errlen);
+                if (r < 0)
+                        goto finish;
         }
 
         {
@@ -2061,50 +2331,20 @@ static int uffd_via_device(Target *t, Tracee *tr, int64_t *ret_fd_in_target, cha
         }
 
         {
-                /* The target's recvmsg() arguments, laid out in its scratch memory. */
-                struct {
-                        struct msghdr mh;
-                        struct iovec iov;
-                        uint64_t data;
-                        char cbuf[CMSG_SPACE(sizeof(int))];
-                } remote = {};
-                uint64_t base = scratch - 256;
-
-                remote.iov.iov_base = (void *)(uintptr_t)(base + offsetof(__typeof__(remote), data));
-                remote.iov.iov_len = 1;
-                remote.mh.msg_iov = (void *)(uintptr_t)(base + offsetof(__typeof__(remote), iov));
-                remote.mh.msg_iovlen = 1;
-                remote.mh.msg_control = (void *)(uintptr_t)(base + offsetof(__typeof__(remote), cbuf));
-                remote.mh.msg_controllen = sizeof(remote.cbuf);
-                r = target_write_memory(t, base, &remote, sizeof(remote));
-                if (r < 0)
-                        goto finish;
-
-                args[0] = (uint64_t)sv[0];
-                args[1] = base;
-                args[2] = MSG_CMSG_CLOEXEC;
-                args[3] = 0;
-                r = target_inject_syscall(t, tr->tid, SYS_recvmsg, args, &res);
-                if (r >= 0 && res < 0)
-                        r = (int)res;
-                if (r >= 0)
-                        r = target_read_memory(t, base, &remote, sizeof(remote));
-                if (r < 0)
-                        goto finish;
-
-                struct cmsghdr *c = (struct cmsghdr *)remote.cbuf;
                 int fd;
-                if (remote.mh.msg_controllen < CMSG_LEN(sizeof(int)) || c->cmsg_type != SCM_RIGHTS) {
-                        r = -EPROTO;
+
+                /* The target's recvmsg(), its arguments laid out below the socketpair's. */
+                r = target_inject_msg(t, tr, SYS_recvmsg, sv[0], scratch - REMOTE_MSG_MAX, MSG_CMSG_CLOEXEC,
+                                      NULL, 0, -1, &fd);
+                if (r < 0)
                         goto finish;
-                }
-                memcpy(&fd, CMSG_DATA(c), sizeof(int));
                 dev_in_target = fd;
         }
 
         args[0] = (uint64_t)dev_in_target;
         args[1] = USERFAULTFD_IOC_NEW;
         args[2] = O_CLOEXEC | O_NONBLOCK;
+        args[3] = 0;
         r = target_inject_syscall(t, tr->tid, SYS_ioctl, args, &res);
         if (r >= 0 && res < 0)
                 r = (int)res;
@@ -2129,7 +2369,8 @@ finish:
  * moment, the kernel would let the thread run on from our syscall instruction and it would crash. So a
  * child process does it, before the freeze, on the main thread alone: the child outlives us if we are
  * killed, finishes (closing the target's copy of the fd), restores the registers and lets go. We take
- * our copy of the fd with pidfd_getfd() while the child waits, then tell it to finish.
+ * our copy of the fd with pidfd_getfd() while the child waits (or, without pidfd_getfd, the child has
+ * the target send it to our rendezvous socket before it reports), then tell it to finish.
  */
 typedef struct InjectorReport {
         int r;
@@ -2137,7 +2378,7 @@ typedef struct InjectorReport {
         char err[256];
 } InjectorReport;
 
-_noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd)
+_noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd, const Rendezvous *rv)
 {
         InjectorReport rep = { .fd_in_target = -1 };
         uint64_t args[6] = { O_CLOEXEC | O_NONBLOCK };
@@ -2162,6 +2403,14 @@ _noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd)
                 }
                 if (rep.r >= 0)
                         rep.fd_in_target = (int)fd;
+                if (rep.r >= 0 && rv) {
+                        rep.r = target_send_fd(t, tr, rep.fd_in_target, rv);
+                        if (rep.r < 0)
+                                snprintf(rep.err, sizeof(rep.err),
+                                         "sending the userfaultfd from inside PID %d to livesnap (there is "
+                                         "no pidfd_getfd) failed: %s",
+                                         (int)pid, strerror(-rep.r));
+                }
         }
         (void)!write(report_fd, &rep, sizeof(rep));
 
@@ -2184,10 +2433,28 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
                             UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID,
         };
         InjectorReport rep = {};
+        Rendezvous rv = { .fd = -EBADF };
+        bool getfd = have_pidfd_getfd();
         int report[2] = { -1, -1 }, done[2] = { -1, -1 }, pidfd = -1, r;
         pid_t child;
         ssize_t n;
 
+        if (!getfd) {
+                if (!same_netns(pid)) {
+                        snprintf(err, errlen,
+                                 "PID %d is in another network namespace: without pidfd_getfd() (ENOSYS "
+                                 "here) the target must send the userfaultfd to livesnap's abstract socket, "
+                                 "which is not reachable from there",
+                                 (int)pid);
+                        return -EOPNOTSUPP;
+                }
+                r = rendezvous_open(&rv);
+                if (r < 0) {
+                        snprintf(err, errlen, "cannot set up the socket to receive the userfaultfd: %s",
+                                 strerror(-r));
+                        return r;
+                }
+        }
         if (pipe2(report, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) {
                 r = -errno;
                 snprintf(err, errlen, "pipe: %s", strerror(-r));
@@ -2202,7 +2469,7 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
         if (child == 0) {
                 safe_close(report[0]);
                 safe_close(done[1]);
-                injector_main(pid, report[1], done[0]);
+                injector_main(pid, report[1], done[0], getfd ? NULL : &rv);
         }
         report[1] = safe_close(report[1]);
         done[0] = safe_close(done[0]);
@@ -2217,6 +2484,8 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
                 r = rep.r;
                 rep.err[sizeof(rep.err) - 1] = 0;
                 snprintf(err, errlen, "%s", rep.err);
+        } else if (!getfd) {
+                r = rendezvous_recv(&rv, pid, "anon_inode:[userfaultfd]", &e->uffd, err, errlen);
         } else {
                 pidfd = (int)syscall(__NR_pidfd_open, pid, 0);
                 e->uffd = pidfd < 0 ? -1 : (int)syscall(__NR_pidfd_getfd, pidfd, rep.fd_in_target, 0);
@@ -2255,6 +2524,7 @@ out:
         safe_close(done[0]);
         safe_close(done[1]);
         safe_close(pidfd);
+        safe_close(rv.fd);
         return r;
 }
 
