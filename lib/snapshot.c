@@ -48,6 +48,19 @@
  * Failure: the target is never left protected or stopped. Closing the uffd (the target holds no copy)
  * clears every write-protect bit and wakes every blocked thread; detaching ptrace resumes the threads.
  * The kernel does both if this process is killed.
+ *
+ * Without pidfds: valgrind 3.19 fails pidfd_open() and pidfd_getfd() with ENOSYS, and the engine runs
+ * under it all the same (tests/integration/valgrind-engine.sh). Without pidfd_open() the Target has no
+ * pidfd, and engine_fail_mm_gone() tells an exit from an exec by the leader turning zombie (or leaving
+ * /proc). Without pidfd_getfd() (probed once: EBADF for fd -1 where it exists) the injector has the
+ * target send the uffd as SCM_RIGHTS to an abstract AF_UNIX socket bound before the fork, and the engine
+ * accepts it only if SO_PASSCRED names the target as sender and the fd is a userfaultfd; a target in
+ * another network namespace cannot reach the address and is refused. The /dev/userfaultfd path pulls
+ * its socketpair end out the same way. Only ENOSYS takes these paths; any other error fails as before.
+ *
+ * Environment, for tests and comparisons: LIVESNAP_NO_PREPARE does everything inside the freeze, as on
+ * kernels without WP_UNPOPULATED; LIVESNAP_NO_PIDFD_GETFD=1 takes the path without pidfd_getfd() as if
+ * it were missing (tests/integration/no-pidfd-getfd.sh).
  */
 
 #include <assert.h>
@@ -2009,8 +2022,9 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
  * wrapper for it), the target sends the fd instead: an injected socket(), sendmsg() with the fd as
  * SCM_RIGHTS to an AF_UNIX datagram socket of ours bound to a random abstract address, close(). Our
  * socket has SO_PASSCRED, so the kernel tells us who sent each message; a message not from the target,
- * or an fd of the wrong kind, is refused. Abstract addresses are per network namespace: the target must
- * share ours. LIVESNAP_NO_PIDFD_GETFD=1 takes this path as if the syscall were missing (for the tests).
+ * or an fd of the wrong kind, is refused (anyone in the namespace can read the address in
+ * /proc/net/unix: the randomness only avoids collisions). Abstract addresses are per network namespace:
+ * the target must share ours. LIVESNAP_NO_PIDFD_GETFD=1 takes this path as if the syscall were missing.
  */
 #define RENDEZVOUS_TIMEOUT_MS 3000
 
@@ -2444,9 +2458,9 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
         if (!getfd) {
                 if (!same_netns(pid)) {
                         snprintf(err, errlen,
-                                 "PID %d is in another network namespace: without pidfd_getfd() (ENOSYS "
-                                 "here) the target must send the userfaultfd to livesnap's abstract socket, "
-                                 "which is not reachable from there",
+                                 "PID %d is in another network namespace: without pidfd_getfd() the target "
+                                 "must send the userfaultfd to livesnap's abstract socket, which is not "
+                                 "reachable from there",
                                  (int)pid);
                         return -EOPNOTSUPP;
                 }
