@@ -267,6 +267,8 @@ int verb_dump(int argc, char *argv[])
                 NUM(prepare_us);
                 NUM(prepare_passes);
                 NUM(pages_reprotected);
+                NUM(private_pages_early);
+                NUM(private_pages_frozen);
 #undef NUM
                 printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
                 json_object_put(o);

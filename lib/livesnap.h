@@ -57,6 +57,8 @@ typedef struct LivesnapDumpResult {
         uint64_t prepare_us;        /* protecting memory before the freeze, target running (0: none) */
         uint64_t prepare_passes;    /* passes re-protecting pages the target wrote meanwhile */
         uint64_t pages_reprotected; /* of which in the freeze itself */
+        uint64_t private_pages_early;  /* private pages of file mappings copied before the freeze, unchanged */
+        uint64_t private_pages_frozen; /* private pages of file mappings copied inside the freeze */
 } LivesnapDumpResult;
 
 /* Takes a checkpoint of process pid into the image file path. On failure returns a negative errno and

@@ -18,7 +18,9 @@
  * again; mappings or parts of mappings the prepare phase did not cover (new, grown) are registered,
  * protected and scanned now; the dirty pages are re-protected. So the freeze costs what changed during
  * the prepare phase, not what the target holds. Mappings that cannot be registered (private file
- * mappings: .data, .got, relro) have their private pages copied while the target is stopped.
+ * mappings: .data, .got, relro) have their private pages copied while the target is stopped, except
+ * what a second uffd, with WP_ASYNC, tracked since the prepare phase: there, the pages copied early
+ * stand unless the target wrote them since (see "private file mappings").
  * Registers, auxv and the map are captured. Resume. Without WP_UNPOPULATED (older kernels), all of
  * this happens inside the freeze, as the prepare phase would leave empty pages unprotected.
  *
@@ -59,8 +61,10 @@
  * its socketpair end out the same way. Only ENOSYS takes these paths; any other error fails as before.
  *
  * Environment, for tests and comparisons: LIVESNAP_NO_PREPARE does everything inside the freeze, as on
- * kernels without WP_UNPOPULATED; LIVESNAP_NO_PIDFD_GETFD=1 takes the path without pidfd_getfd() as if
- * it were missing (tests/integration/no-pidfd-getfd.sh).
+ * kernels without WP_UNPOPULATED; LIVESNAP_NO_ASYNC copies private file mappings whole inside the freeze,
+ * as without WP_ASYNC (or without pidfd_getfd(), or for a target that needs /dev/userfaultfd: the second
+ * uffd is only made where it is cheap); LIVESNAP_NO_PIDFD_GETFD=1 takes the path without pidfd_getfd()
+ * as if it were missing (tests/integration/no-pidfd-getfd.sh).
  */
 
 #include <assert.h>
@@ -138,9 +142,19 @@ typedef struct Chunk {
         size_t data_page;
 } Chunk;
 
+/* A private file mapping tracked since the prepare phase by the second, WP_ASYNC uffd: its private
+ * pages were protected, then copied into held chunks; at the instant only what the target wrote since is
+ * copied again. */
+typedef struct PrivTrack {
+        uint64_t start, end, pgoff, inode;
+        unsigned dev_major, dev_minor;
+        Chunk *held, *held_tail; /* in address order, in the buffer but not handed to the writer */
+} PrivTrack;
+
 typedef struct Engine {
         Target *target;
         int uffd;
+        int async_uffd; /* WP_ASYNC: tracks writes to private file mappings, or -1 */
         ImageWriter *writer;
         const LivesnapDumpOptions *opts;
         const char *path; /* the image's name, for messages */
@@ -163,6 +177,11 @@ typedef struct Engine {
         uint64_t pass_start, settle_until;
         size_t last_dirty;
         atomic_bool pre_ready; /* the handler has protected everything and converged */
+        PrivTrack *priv;       /* private file mappings tracked by async_uffd */
+        size_t n_priv;
+        uint64_t priv_held_pages, priv_held_max;
+        uint64_t priv_early;                  /* held pages handed to the writer */
+        uint64_t priv_refreshed, priv_copied; /* in the freeze: held pages read again, others copied */
         unsigned pre_passes;
         uint64_t pre_faults, pages_reprotected;
 
@@ -215,6 +234,7 @@ typedef struct Engine {
 
 static void engine_fail(Engine *e, int r, const char *fmt, ...) _printf_(3, 4);
 static void debug_step(const char *what, uint64_t *last);
+static void debug(const char *fmt, ...) _printf_(1, 2);
 static int pre_release(Engine *e, uint64_t addr);
 static void page_release(Engine *e, Range *rg, uint64_t a);
 static void dirty_push(Engine *e, uint64_t addr);
@@ -1616,6 +1636,232 @@ static int cover_gaps(Engine *e, const ProcMap *m, uint64_t start, uint64_t end,
         return 0;
 }
 
+/* ---- private file mappings: written pages found with a WP_ASYNC uffd ---- */
+
+/*
+ * The sync uffd cannot register private file mappings (.data, .got, relro), so without more their
+ * private pages would all be copied inside the freeze. A second uffd with WP_ASYNC can: a write to a
+ * page it protects is resolved by the kernel, which only clears the page's bit, and PAGEMAP_SCAN reports
+ * the page as written. So the prepare phase protects such a mapping's private pages and copies them into
+ * chunks it holds; the freeze copies again only what the target wrote since (or dropped), and copies
+ * the private pages that appeared meanwhile. The target never waits on this uffd.
+ */
+#define PRIV_HELD_MAX (16ULL << 20) /* private file pages held from the prepare phase, at most */
+
+static bool vma_is_private_file(const ProcMap *m)
+{
+        return !m->shared && m->inode != 0 && m->name && m->name[0] == '/' && !name_is_shmem(m->name);
+}
+
+/* The tracked mapping overlapping [start, end), or NULL. */
+static PrivTrack *priv_find(Engine *e, uint64_t start, uint64_t end)
+{
+        for (size_t i = 0; i < e->n_priv; i++)
+                if (e->priv[i].start < end && start < e->priv[i].end)
+                        return &e->priv[i];
+        return NULL;
+}
+
+/* The tracked mapping that is m, unchanged since it was tracked, or NULL. */
+static PrivTrack *priv_match(Engine *e, const ProcMap *m)
+{
+        PrivTrack *pt = priv_find(e, m->start, m->end);
+
+        if (pt && pt->start == m->start && pt->end == m->end && pt->pgoff == m->offset && pt->inode == m->inode &&
+            pt->dev_major == m->dev_major && pt->dev_minor == m->dev_minor)
+                return pt;
+        return NULL;
+}
+
+static void priv_drop_held(Engine *e, PrivTrack *pt)
+{
+        while (pt->held) {
+                Chunk *c = pt->held;
+
+                pt->held = c->next;
+                e->priv_held_pages -= c->npages;
+                buffer_put_back(e, c);
+        }
+        pt->held_tail = NULL;
+}
+
+static int async_protect(Engine *e, uint64_t start, uint64_t end)
+{
+        struct uffdio_writeprotect wp = {
+                .range = { .start = start, .len = end - start },
+                .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+        };
+
+        return ioctl(e->async_uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+/*
+ * Prepare phase, handler thread, the target running: starts tracking the private file mapping m, which
+ * the sync uffd refused. Protect first, then copy: a page written after its protect is written again at
+ * the instant as far as the scan is concerned, so the copy of a page still protected then is what the page
+ * holds then. Best effort: a mapping not tracked is copied whole by the freeze, as without this uffd.
+ */
+static void priv_track(Engine *e, const ProcMap *m)
+{
+        struct uffdio_register reg = {
+                .range = { .start = m->start, .len = m->end - m->start },
+                .mode = UFFDIO_REGISTER_MODE_WP,
+        };
+        Spans spans = {};
+        uint64_t pages = 0;
+        PrivTrack *pt;
+        int r;
+
+        if (e->async_uffd < 0 || !vma_is_private_file(m) || priv_find(e, m->start, m->end))
+                return;
+        r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                         PAGE_IS_PRESENT, spans_add, &spans);
+        for (size_t i = 0; r >= 0 && i < spans.n; i++)
+                pages += (spans.v[i][1] - spans.v[i][0]) >> PAGE_SHIFT_4K;
+        /* A mapping without private pages costs the freeze one scan: nothing to gain. */
+        if (r < 0 || pages == 0 || e->priv_held_pages + pages > e->priv_held_max)
+                goto out;
+        if (ioctl(e->async_uffd, UFFDIO_REGISTER, &reg) < 0)
+                goto out; /* the map changed under us, or the target's own uffd holds it */
+        pt = reallocarray(e->priv, e->n_priv + 1, sizeof(PrivTrack));
+        if (!pt)
+                goto out;
+        e->priv = pt;
+        pt = &e->priv[e->n_priv++];
+        *pt = (PrivTrack){ .start = m->start, .end = m->end, .pgoff = m->offset, .inode = m->inode,
+                           .dev_major = m->dev_major, .dev_minor = m->dev_minor };
+
+        for (size_t i = 0; i < spans.n; i++)
+                if (async_protect(e, spans.v[i][0], spans.v[i][1]) < 0) {
+                        pt->start = pt->end = 0; /* matches nothing: the freeze copies it whole */
+                        goto out;
+                }
+        for (size_t i = 0; i < spans.n; i++)
+                for (uint64_t a = spans.v[i][0]; a < spans.v[i][1];) {
+                        size_t n = MIN((spans.v[i][1] - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
+                        Chunk *c = buffer_get(e, a, n, false);
+
+                        if (!c)
+                                goto out;
+                        if (target_read_memory(e->target, a, c->data, n << PAGE_SHIFT_4K) < 0)
+                                buffer_put_back(e, c); /* not held: the freeze copies these */
+                        else {
+                                if (pt->held_tail)
+                                        pt->held_tail->next = c;
+                                else
+                                        pt->held = c;
+                                pt->held_tail = c;
+                                e->priv_held_pages += n;
+                        }
+                        a += n << PAGE_SHIFT_4K;
+                }
+out:
+        free(spans.v);
+}
+
+/* copy_frozen() for a private file mapping not tracked: counted as copied in the freeze. */
+static int copy_frozen_private(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
+{
+        Engine *e = userdata;
+
+        e->priv_copied += (end - start) >> PAGE_SHIFT_4K;
+        return copy_frozen(e, start, end, cat);
+}
+
+static bool spans_contain(const Spans *s, uint64_t addr)
+{
+        size_t lo = 0, hi = s->n;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (s->v[mid][1] <= addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo < s->n && s->v[lo][0] <= addr;
+}
+
+typedef struct PrivCopy {
+        Engine *e;
+        const Chunk *c; /* the first held chunk not wholly below the spans seen so far */
+} PrivCopy;
+
+static uint64_t chunk_end(const Chunk *c)
+{
+        return c->vaddr + ((uint64_t)c->npages << PAGE_SHIFT_4K);
+}
+
+/* A span of private pages at the instant: copies what no held chunk holds. */
+static int priv_copy_unheld(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
+{
+        PrivCopy *pc = userdata;
+
+        for (uint64_t a = start; a < end;) {
+                uint64_t b;
+
+                while (pc->c && chunk_end(pc->c) <= a)
+                        pc->c = pc->c->next;
+                b = pc->c ? MIN(MAX(pc->c->vaddr, a), end) : end;
+                if (b == a) {
+                        a = MIN(chunk_end(pc->c), end); /* held */
+                        continue;
+                }
+                int r = copy_frozen(pc->e, a, b, cat);
+                if (r < 0)
+                        return r;
+                pc->e->priv_copied += (b - a) >> PAGE_SHIFT_4K;
+                a = b;
+        }
+        return 0;
+}
+
+/*
+ * The freeze, for the tracked mapping pt (unchanged, so what the prepare phase held is of this mapping):
+ * held pages no longer present, private and protected were written or dropped since their copy, and are
+ * read again; private pages not held are copied; then everything goes to the writer.
+ */
+static int priv_freeze(Engine *e, PrivTrack *pt)
+{
+        PrivCopy pc = { .e = e, .c = pt->held };
+        Spans clean = {};
+        int r;
+
+        /* Present, not the file's, not written: what the copy holds. */
+        r = pagemap_scan(e->pagemap_fd, pt->start, pt->end, PAGE_IS_FILE | PAGE_IS_WRITTEN,
+                         PAGE_IS_FILE | PAGE_IS_WRITTEN | PAGE_IS_PRESENT, 0, PAGE_IS_PRESENT, spans_add, &clean);
+        for (Chunk *c = pt->held; r >= 0 && c; c = c->next)
+                for (size_t i = 0; r >= 0 && i < c->npages; i++) {
+                        uint64_t a = c->vaddr + ((uint64_t)i << PAGE_SHIFT_4K);
+
+                        if (spans_contain(&clean, a))
+                                continue;
+                        r = target_read_memory(e->target, a, c->data + (i << PAGE_SHIFT_4K), PAGE_SIZE_4K);
+                        e->priv_refreshed++;
+                }
+        free(clean.v);
+        if (r >= 0)
+                r = pagemap_scan(e->pagemap_fd, pt->start, pt->end, PAGE_IS_FILE, PAGE_IS_FILE,
+                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, priv_copy_unheld, &pc);
+        if (r < 0) {
+                priv_drop_held(e, pt);
+                return r;
+        }
+        while (pt->held) {
+                Chunk *c = pt->held;
+
+                pt->held = c->next;
+                c->next = NULL;
+                e->priv_held_pages -= c->npages;
+                e->priv_early += c->npages;
+                atomic_fetch_add(&e->bytes_done, c->npages << PAGE_SHIFT_4K);
+                atomic_fetch_add(&e->bytes_total, c->npages << PAGE_SHIFT_4K);
+                buffer_push(e, c);
+        }
+        pt->held_tail = NULL;
+        return 0;
+}
+
 /* ---- the prepare phase: the handler's work between two looks at the uffd ---- */
 
 static void dirty_push(Engine *e, uint64_t addr)
@@ -1789,9 +2035,16 @@ static int prepare_walk_step(Engine *e)
                 if (e->pre_next_addr == 0) {
                         /* Mappings already tracked (the walk runs twice) are not registered again. */
                         coverage(e, m->start, m->end, &any, &gaps);
-                        if (vma_is_special(m) || !gaps || register_vma(e, m) < 0) {
+                        if (vma_is_special(m) || !gaps) {
                                 e->pre_next_map++;
-                                continue; /* the freeze copies or flags what cannot be registered */
+                                continue;
+                        }
+                        if (register_vma(e, m) < 0) {
+                                /* The freeze copies or flags what cannot be registered, but a private file
+                                 * mapping the async uffd tracks costs it only what the target wrote since. */
+                                priv_track(e, m);
+                                e->pre_next_map++;
+                                continue;
                         }
                         e->pre_next_addr = m->start;
                         e->pre_hugetlb = vma_is_hugetlb(e, m);
@@ -1981,9 +2234,15 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                         v->flags |= IMAGE_VMA_NOT_PIT;
                         r = 0;
                 } else {
+                        PrivTrack *pt = priv_match(e, m);
+
                         v->content = IMAGE_VMA_CONTENT_FILE;
-                        r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
-                                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, copy_frozen, e);
+                        if (pt)
+                                r = priv_freeze(e, pt);
+                        else
+                                r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
+                                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT,
+                                                 copy_frozen_private, e);
                 }
                 if (r < 0) {
                         snprintf(err, errlen, "copying 0x%" PRIx64 "-0x%" PRIx64 " (%s) failed: %s", m->start,
@@ -1992,6 +2251,9 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 }
         }
 
+        /* Held pages of mappings that changed shape since: of no use. */
+        for (size_t i = 0; i < e->n_priv; i++)
+                priv_drop_held(e, &e->priv[i]);
         debug_step("  classify, cover, copy", &t_step);
         /* What the target wrote since the prepare phase's last pass. */
         do
@@ -2391,15 +2653,17 @@ finish:
 typedef struct InjectorReport {
         int r;
         int fd_in_target;
+        int async_fd_in_target; /* a second uffd, for WP_ASYNC tracking, or -1 */
         char err[256];
 } InjectorReport;
 
 _noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd, const Rendezvous *rv)
 {
-        InjectorReport rep = { .fd_in_target = -1 };
+        InjectorReport rep = { .fd_in_target = -1, .async_fd_in_target = -1 };
         uint64_t args[6] = { O_CLOEXEC | O_NONBLOCK };
         Target *t = NULL;
         int64_t fd = -1, res;
+        bool via_device = false;
         char byte;
 
         rep.r = target_attach_main(pid, &t, rep.err, sizeof(rep.err));
@@ -2410,8 +2674,10 @@ _noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd, cons
                 if (rep.r < 0)
                         snprintf(rep.err, sizeof(rep.err), "running userfaultfd() inside PID %d failed: %s",
                                  (int)pid, strerror(-rep.r));
-                else if (fd == -EPERM)
+                else if (fd == -EPERM) {
+                        via_device = true;
                         rep.r = uffd_via_device(t, tr, &fd, rep.err, sizeof(rep.err));
+                }
                 else if (fd < 0) {
                         rep.r = (int)fd;
                         snprintf(rep.err, sizeof(rep.err), "userfaultfd() inside PID %d failed: %s", (int)pid,
@@ -2427,15 +2693,24 @@ _noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd, cons
                                          "no pidfd_getfd) failed: %s",
                                          (int)pid, strerror(-rep.r));
                 }
+                /* The second uffd (WP_ASYNC), only where userfaultfd() itself works and pidfd_getfd can
+                 * take it (neither is worth a second trip): without it, private file mappings are copied
+                 * inside the freeze. */
+                if (rep.r >= 0 && !via_device && !rv &&
+                    target_inject_syscall(t, pid, SYS_userfaultfd, args, &fd) >= 0 && fd >= 0)
+                        rep.async_fd_in_target = (int)fd;
         }
         (void)!write(report_fd, &rep, sizeof(rep));
 
         /* Wait for our parent to take its copy (or to die), then close the target's. */
         while (read(done_fd, &byte, 1) < 0 && errno == EINTR)
                 ;
-        if (rep.fd_in_target >= 0) {
-                args[0] = (uint64_t)rep.fd_in_target;
-                (void)target_inject_syscall(t, pid, SYS_close, args, &res);
+        for (int i = 0; i < 2; i++) {
+                int f = i == 0 ? rep.fd_in_target : rep.async_fd_in_target;
+                if (f >= 0) {
+                        args[0] = (uint64_t)f;
+                        (void)target_inject_syscall(t, pid, SYS_close, args, &res);
+                }
         }
         target_free(t);
         _exit(rep.r < 0 ? 1 : 0);
@@ -2508,6 +2783,8 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
                 r = e->uffd < 0 ? -errno : 0;
                 if (r < 0)
                         snprintf(err, errlen, "pidfd_getfd of the userfaultfd failed: %s", strerror(-r));
+                else if (rep.async_fd_in_target >= 0)
+                        e->async_uffd = (int)syscall(__NR_pidfd_getfd, pidfd, rep.async_fd_in_target, 0);
         }
 
         /* Let the injector close the target's copy and detach; wait for it so the main thread is free
@@ -2526,6 +2803,12 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
                 api = (struct uffdio_api){ .api = UFFD_API, .features = api.features & ~UFFD_FEATURE_WP_UNPOPULATED };
                 if (ioctl(e->uffd, UFFDIO_API, &api) == 0)
                         goto out;
+        }
+        if (e->prepare && e->async_uffd >= 0) {
+                struct uffdio_api async_api = { .api = UFFD_API,
+                                                .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+                if (ioctl(e->async_uffd, UFFDIO_API, &async_api) < 0)
+                        e->async_uffd = safe_close(e->async_uffd); /* older kernels: copy inside the freeze */
         }
         if (!e->prepare) {
                 r = -errno;
@@ -2741,16 +3024,35 @@ static void supervise(Engine *e, int sfd, atomic_bool *until)
 /* ---- the whole dump ---- */
 
 /* Debug output, only with LIVESNAP_DEBUG set: where the freeze spends its time. */
-static void debug_step(const char *what, uint64_t *last)
+static bool debug_enabled(void)
 {
         static int enabled = -1;
-        uint64_t now = now_usec();
 
         if (enabled < 0)
                 enabled = getenv("LIVESNAP_DEBUG") != NULL;
-        if (enabled)
+        return enabled;
+}
+
+static void debug_step(const char *what, uint64_t *last)
+{
+        uint64_t now = now_usec();
+
+        if (debug_enabled())
                 fprintf(stderr, "livesnap-debug: %-28s %8.3f ms\n", what, (now - *last) / 1000.0);
         *last = now;
+}
+
+static void debug(const char *fmt, ...)
+{
+        va_list ap;
+
+        if (!debug_enabled())
+                return;
+        fputs("livesnap-debug: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
 }
 
 static void phase(const LivesnapDumpOptions *o, LivesnapPhase p)
@@ -2800,6 +3102,8 @@ static json_object *build_meta(Engine *e, const char *exe, char **argv, const ch
         STAT(prepare_us);
         STAT(prepare_passes);
         STAT(pages_reprotected);
+        STAT(private_pages_early);
+        STAT(private_pages_frozen);
 #undef STAT
         json_object_object_add(meta, "stats", stats);
 
@@ -2881,10 +3185,11 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         e = calloc(1, sizeof(*e));
         if (!e)
                 return -ENOMEM;
-        e->uffd = e->stop_fd = e->super_fd = e->handler_fd = e->pagemap_fd = -EBADF;
+        e->uffd = e->async_uffd = e->stop_fd = e->super_fd = e->handler_fd = e->pagemap_fd = -EBADF;
         e->opts = &opts;
         e->path = path;
         e->buf_limit = opts.buffer_size;
+        e->priv_held_max = MIN(e->buf_limit / 4, PRIV_HELD_MAX) >> PAGE_SHIFT_4K;
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
         pthread_mutex_init(&e->buf_lock, NULL);
@@ -2947,6 +3252,9 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
          * comparisons, and as a way out should the prepare phase misbehave). */
         if (getenv("LIVESNAP_NO_PREPARE"))
                 e->prepare = false;
+        /* LIVESNAP_NO_ASYNC: private file mappings copied whole inside the freeze (for comparisons). */
+        if (!e->prepare || getenv("LIVESNAP_NO_ASYNC"))
+                e->async_uffd = safe_close(e->async_uffd);
         {
                 char p[64];
                 snprintf(p, sizeof(p), "/proc/%d/pagemap", (int)pid);
@@ -3088,6 +3396,8 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 goto out;
         debug_step("register, scan, protect", &t_step);
         res->pages_reprotected = e->pages_reprotected;
+        res->private_pages_early = e->priv_early - e->priv_refreshed;
+        res->private_pages_frozen = e->priv_refreshed + e->priv_copied;
 
         phase(&opts, LIVESNAP_PHASE_FROZEN);
 
@@ -3108,6 +3418,13 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         r = target_resume_all(e->target);
         t_freeze1 = now_usec();
         debug_step("resume", &t_step);
+        if (e->async_uffd >= 0) {
+                /* Past the instant: nothing more to learn from it; closing it lets go of its mappings. */
+                e->async_uffd = safe_close(e->async_uffd);
+                debug("private file mappings: %zu tracked; %" PRIu64 " pages copied early stood, %" PRIu64
+                      " read again in the freeze, %" PRIu64 " copied in it",
+                      e->n_priv, e->priv_early - e->priv_refreshed, e->priv_refreshed, e->priv_copied);
+        }
         res->freeze_us = t_freeze1 - t_freeze0;
         if (r < 0) {
                 snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
@@ -3200,6 +3517,7 @@ out:
         engine_stop_threads(e, &handler, &copier, &writer);
         /* Un-protect (close the only uffd), then let the threads go. */
         e->uffd = safe_close(e->uffd);
+        e->async_uffd = safe_close(e->async_uffd);
         if (e->target) {
                 if (t_freeze0 && !t_freeze1)
                         res->freeze_us = now_usec() - t_freeze0;
@@ -3219,6 +3537,13 @@ out:
                 e->head = c->next;
                 free(c);
         }
+        for (size_t i = 0; i < e->n_priv; i++)
+                while (e->priv[i].held) {
+                        Chunk *c = e->priv[i].held;
+                        e->priv[i].held = c->next;
+                        free(c);
+                }
+        free(e->priv);
         for (size_t i = 0; i < e->n_ranges; i++)
                 free(e->ranges[i].pages);
         free(e->ranges);

@@ -75,4 +75,24 @@ dump_and_check plain-3-rate --rate 32M
 dump_and_check compress --compress=9 --rate 64M
 # A buffer much smaller than what the sweepers dirty: their faults wait for the writer.
 dump_and_check tiny-buffer --buffer 1M
+
+# Private file mappings (.data) are tracked by an async uffd from the prepare phase: pages copied
+# early stand if the target did not write them since. A victim that rests 300 ms between sweeps is
+# mostly at rest at the instant, so its 1 MiB .data region's early copies stand, and must still read
+# as one cut; LIVESNAP_NO_ASYNC copies them all inside the freeze instead.
+kill_wait "$VPID"
+VICTIM_NICE=10 victim_start victim-sweep --pause-us 300000 --region-kib 1024
+VPID=$VICTIM_PID
+VDIR=$VICTIM_DIR
+best=0
+for i in 1 2 3; do
+        dump_and_check "resting-$i" --no-progress
+        early=$(json_field "$TEST_TMP/resting-$i.img.json" private_pages_early)
+        log "resting-$i: private_pages_early=$early, private_pages_frozen=$(json_field "$TEST_TMP/resting-$i.img.json" private_pages_frozen)"
+        ((early > best)) && best=$early
+done
+((best >= 256)) || die "no dump kept the early copy of the resting victim's 256 .data pages (best: $best pages)"
+LIVESNAP_NO_ASYNC=1 dump_and_check resting-noasync
+early=$(json_field "$TEST_TMP/resting-noasync.img.json" private_pages_early)
+((early == 0)) || die "LIVESNAP_NO_ASYNC=1: private_pages_early=$early, expected 0"
 log "all dumps consistent"
