@@ -315,33 +315,35 @@ run_size() {
 	stop_load
 
 	# Consistency, with the load stopped: DEBUG DIGEST before and after a checkpoint. During that
-	# dump, once the freeze is over, a marker value is overwritten in place (SETRANGE, same length):
-	# the image must hold the old bytes and not the new ones.
+	# dump, after the freeze, a marker value is overwritten in place (SETRANGE, same length): the
+	# image must hold the old bytes and not the new ones. "After the freeze" is made certain with
+	# livesnap's test hook: LIVESNAP_TEST_STOP_AT=copying stops the dump (SIGSTOP) as it enters
+	# the copy phase, the target already resumed; the overwrite is sent then (its write fault waits
+	# for the dump), and the dump is continued.
 	log "DEBUG DIGEST, checkpoint, DEBUG DIGEST"
-	local tok_b tok_a val dpid tracer=0
+	local tok_b tok_a val dpid spid stopped=0
 	tok_b="LSNAP-BEFORE-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')-"
 	tok_a="LSNAP-AFTER--$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')-"
 	val=$(printf "$tok_b%.0s" {1..256})
 	rcli set lsnap:marker "$val" >/dev/null
 	DG_BEFORE[$g]=$(rcli debug digest)
-	"$LIVESNAP" dump "$RPID" -o "$W/img.lsnap" --json --no-progress >"$W/dg.json" 2>"$W/dg.err" &
+	LIVESNAP_TEST_STOP_AT=copying "$LIVESNAP" dump "$RPID" -o "$W/img.lsnap" --json --no-progress >"$W/dg.json" 2>"$W/dg.err" &
 	dpid=$!
-	for ((i = 0; i < 2500 && tracer == 0; i++)); do
-		tracer=$(awk '/^TracerPid:/ { print $2 }' "/proc/$RPID/status" 2>/dev/null || echo 0)
-		[[ $tracer -ne 0 ]] || sleep 0.002
+	for ((i = 0; i < 3000 && stopped == 0; i++)); do
+		[[ $(awk '{ print $3 }' "/proc/$dpid/stat" 2>/dev/null) == T ]] && stopped=1 || sleep 0.01
 	done
-	sleep 0.3
-	rcli setrange lsnap:marker 0 "$(printf "$tok_a%.0s" {1..256})" >/dev/null
-	local running=0
-	kill -0 "$dpid" 2>/dev/null && running=1
+	rcli setrange lsnap:marker 0 "$(printf "$tok_a%.0s" {1..256})" >/dev/null &
+	spid=$!
+	sleep 0.2
+	kill -CONT "$dpid" 2>/dev/null || true
+	wait "$spid" || true
 	if wait "$dpid"; then
 		DG_FREEZE[$g]=$(jq .freeze_us "$W/dg.json")
 		local nb na
 		nb=$( (grep -a -o -F "$tok_b" "$W/img.lsnap" || true) | wc -l)
 		na=$( (grep -a -o -F "$tok_a" "$W/img.lsnap" || true) | wc -l)
 		MARKER[$g]="old value: $nb copies of its token in the image, new value: $na"
-		[[ $running -eq 1 ]] || MARKER[$g]+=" (the dump had ended before the overwrite: not a test)"
-		[[ $tracer -ne 0 ]] || MARKER[$g]+=" (the seize was not seen)"
+		[[ $stopped -eq 1 ]] || MARKER[$g]+=" (the dump was not seen entering its copy phase: not a test)"
 		VERIFY[$g]=$("$LIVESNAP" verify "$W/img.lsnap" >/dev/null 2>"$W/verify.err" && echo ok || echo "failed: $(tail -1 "$W/verify.err")")
 	else
 		MARKER[$g]="dump failed: $(tail -2 "$W/dg.err" | tr '\n' ' ')"
@@ -451,7 +453,8 @@ report() {
 	echo
 	echo "### Data unchanged by the checkpoint (load stopped)"
 	echo
-	echo "DEBUG DIGEST, then \`livesnap dump\`, then DEBUG DIGEST. During that dump, 0.3 s after livesnap seized Redis, a"
+	echo "DEBUG DIGEST, then \`livesnap dump\`, then DEBUG DIGEST. During that dump, once the freeze was over (the dump held at"
+	echo "the start of its copy phase with LIVESNAP_TEST_STOP_AT=copying, then continued), a"
 	echo "marker key's 8 KiB value was overwritten in place (SETRANGE, same length; restored before the second digest): the"
 	echo "image should hold the old value's token and not the new one's. The image was then checked with \`livesnap verify\`."
 	echo
