@@ -621,19 +621,6 @@ static void buffer_put_back(Engine *e, Chunk *c)
         free(c);
 }
 
-/* Gives back the room of c's pages from npages on. */
-static void buffer_shrink(Engine *e, Chunk *c, size_t npages)
-{
-        if (npages >= c->npages)
-                return;
-        pthread_mutex_lock(&e->buf_lock);
-        pool_set(e, c->data_page + npages, c->npages - npages, false);
-        e->buf_used -= (c->npages - npages) << PAGE_SHIFT_4K;
-        pthread_cond_broadcast(&e->buf_cond);
-        pthread_mutex_unlock(&e->buf_lock);
-        c->npages = npages;
-}
-
 static void buffer_push(Engine *e, Chunk *c)
 {
         pthread_mutex_lock(&e->buf_lock);
@@ -730,8 +717,6 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
 
                 if (atomic_load(&e->stop)) {
                         pthread_mutex_unlock(&e->lock);
-                        if (c)
-                                buffer_put_back(e, c);
                         return -ECANCELED;
                 }
                 if (e->in_event) {
@@ -741,8 +726,6 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 rg = range_find(e, addr);
                 if (!rg) {
                         pthread_mutex_unlock(&e->lock);
-                        if (c)
-                                buffer_put_back(e, c);
                         return 1;
                 }
                 window_for(e, rg, addr, mode, &ws, &we);
@@ -750,25 +733,11 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         ws = MAX(ws, lo);
                         we = MIN(we, hi);
                 }
-                bool pending = false;
-                for (uint64_t a = ws; a < we && !busy; a += PAGE_SIZE_4K) {
-                        uint8_t st = rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] & PG_STATE_MASK;
-                        busy = st == PG_BUSY;
-                        pending = pending || st == PG_PENDING;
-                }
-                /* Room in the buffer first, before any claim: a saver that claimed pages and then
-                 * waited for room would make a fault on one of them wait for the disk too, whatever
-                 * room was left for faults. */
-                if (!busy && pending && (!c || c->npages < (we - ws) >> PAGE_SHIFT_4K)) {
-                        pthread_mutex_unlock(&e->lock);
-                        if (c)
-                                buffer_put_back(e, c);
-                        c = buffer_get(e, 0, (we - ws) >> PAGE_SHIFT_4K, mode == SAVE_FAULT);
-                        if (!c)
-                                return atomic_load(&e->stop) ? -ECANCELED : -ENOMEM;
-                        pthread_mutex_lock(&e->lock);
-                        continue; /* the bookkeeping may have changed meanwhile */
-                }
+                for (uint64_t a = ws; a < we; a += PAGE_SIZE_4K)
+                        if ((rg->pages[(a - rg->start) >> PAGE_SHIFT_4K] & PG_STATE_MASK) == PG_BUSY) {
+                                busy = true;
+                                break;
+                        }
                 if (!busy)
                         break;
                 pthread_cond_wait(&e->cond, &e->lock);
@@ -787,18 +756,20 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
         }
         e->pages_busy += claimed;
         epoch = e->epoch;
-        /* Only the pages we claimed are data; the rest of the span is read but not kept. */
-        for (size_t i = 0; claimed > 0 && i < npages; i++)
-                c->keep[i] = (rg->pages[((run_start - rg->start) >> PAGE_SHIFT_4K) + i] & PG_STATE_MASK) == PG_BUSY;
         pthread_mutex_unlock(&e->lock);
 
-        if (claimed == 0) {
-                if (c)
-                        buffer_put_back(e, c);
-                c = NULL;
-        } else {
-                buffer_shrink(e, c, npages);
-                c->vaddr = range_image_addr(rg, run_start);
+        if (claimed > 0) {
+                c = buffer_get(e, range_image_addr(rg, run_start), npages, mode == SAVE_FAULT);
+                if (!c) {
+                        r = atomic_load(&e->stop) ? -ECANCELED : -ENOMEM;
+                        goto revert;
+                }
+                /* Only the pages we claimed are data; the rest of the span is read but not kept. */
+                pthread_mutex_lock(&e->lock);
+                for (size_t i = 0; i < npages; i++)
+                        c->keep[i] = (rg->pages[((run_start - rg->start) >> PAGE_SHIFT_4K) + i] & PG_STATE_MASK) ==
+                                     PG_BUSY;
+                pthread_mutex_unlock(&e->lock);
                 /* Read only the claimed pages: reading a gap would populate it (a zero page), changing the
                  * target's memory map for nothing. */
                 r = 0;
