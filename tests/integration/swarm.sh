@@ -1,5 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
+# timeout: 480
 # Many threads and mappings, with churn: victim-swarm runs 1000 worker threads that keep exiting and
 # being replaced (and joined), and 10000 one-page mappings (about 22000 VMAs in all) that two threads
 # keep unmapping, remapping, rewriting and re-protecting. A control dump of the stopped victim, then
