@@ -46,6 +46,11 @@
 static const long seize_options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT | PTRACE_O_TRACEEXEC |
                                   PTRACE_O_TRACESYSGOOD;
 
+static long target_options(const Target *t)
+{
+        return t->no_clone_events ? seize_options & ~PTRACE_O_TRACECLONE : seize_options;
+}
+
 #define errf(...) (err ? (void)snprintf(err, errlen, __VA_ARGS__) : (void)0)
 
 static int tracee_note_status(Target *t, Tracee *tr, int status);
@@ -413,7 +418,11 @@ int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
         if (r < 0)
                 return r;
 
-        if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)seize_options) < 0) {
+        /* Without clone events: the injector follows no new thread, and a main thread seized in the
+         * middle of clone() would otherwise first stop in a clone event, from which the next syscall
+         * stop is clone's exit, not the entry of the injected call (which then fails with EIO). */
+        t->no_clone_events = true;
+        if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)target_options(t)) < 0) {
                 r = -errno;
                 if (r == -EPERM)
                         errf("not permitted to trace PID %d (%s): %s", (int)pid, st.name, strerror(EPERM));
@@ -652,7 +661,7 @@ int target_capture_threads(Target *t)
 
 static int set_suspend_seccomp(Target *t, pid_t tid, bool on)
 {
-        long opts = seize_options | (on ? PTRACE_O_SUSPEND_SECCOMP : 0);
+        long opts = target_options(t) | (on ? PTRACE_O_SUSPEND_SECCOMP : 0);
 
         if (!t->suspend_seccomp)
                 return 0;

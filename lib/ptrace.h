@@ -39,6 +39,7 @@ typedef struct Target {
         Tracee *threads;
         size_t n_threads, n_allocated;
         bool suspend_seccomp;   /* target has a filter; we may suspend it around injections */
+        bool no_clone_events;   /* seized without PTRACE_O_TRACECLONE (the injector) */
         uint64_t syscall_gadget; /* address of a "syscall" instruction in the target */
         bool execed, exited;     /* seen PTRACE_EVENT_EXEC / the whole group exited */
 } Target;
