@@ -180,7 +180,7 @@ typedef struct Engine {
         PrivTrack *priv;       /* private file mappings tracked by async_uffd */
         size_t n_priv;
         uint64_t priv_held_pages, priv_held_max;
-        uint64_t priv_early;                  /* held pages handed to the writer */
+        uint64_t priv_early;                  /* held pages whose early copy stood at the instant */
         uint64_t priv_refreshed, priv_copied; /* in the freeze: held pages read again, others copied */
         unsigned pre_passes;
         uint64_t pre_faults, pages_reprotected;
@@ -302,16 +302,21 @@ static void engine_fail_mm_gone(Engine *e)
 
 /* ---- uffd helpers ---- */
 
-static int uffd_wp(Engine *e, uint64_t start, uint64_t len, bool protect)
+static int uffd_writeprotect(int uffd, uint64_t start, uint64_t len, bool protect)
 {
         struct uffdio_writeprotect wp = {
                 .range = { .start = start, .len = len },
                 .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
         };
 
-        if (ioctl(e->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+        if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
                 return -errno;
         return 0;
+}
+
+static int uffd_wp(Engine *e, uint64_t start, uint64_t len, bool protect)
+{
+        return uffd_writeprotect(e->uffd, start, len, protect);
 }
 
 static void uffd_wake(Engine *e, uint64_t start, uint64_t len)
@@ -1397,6 +1402,15 @@ static int mark_shmem(Engine *e, const ProcMap *m, uint64_t start, uint64_t end)
         return 0;
 }
 
+/* Hands the writer a chunk copied outside the page bookkeeping (while frozen): counted as done and as
+ * part of the total at once. */
+static void push_frozen(Engine *e, Chunk *c)
+{
+        atomic_fetch_add(&e->bytes_done, c->npages << PAGE_SHIFT_4K);
+        atomic_fetch_add(&e->bytes_total, c->npages << PAGE_SHIFT_4K);
+        buffer_push(e, c);
+}
+
 static int copy_frozen(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
 {
         Engine *e = userdata;
@@ -1413,11 +1427,8 @@ static int copy_frozen(void *userdata, uint64_t start, uint64_t end, uint64_t ca
                         buffer_put_back(e, c);
                         atomic_fetch_add(&e->pages_unsaved, n);
                         (void)hole_add(e, a, a + (n << PAGE_SHIFT_4K), IMAGE_HOLE_UNSAVED);
-                } else {
-                        atomic_fetch_add(&e->bytes_done, n << PAGE_SHIFT_4K);
-                        atomic_fetch_add(&e->bytes_total, n << PAGE_SHIFT_4K);
-                        buffer_push(e, c);
-                }
+                } else
+                        push_frozen(e, c);
                 a += n << PAGE_SHIFT_4K;
         }
         return 0;
@@ -1685,16 +1696,6 @@ static void priv_drop_held(Engine *e, PrivTrack *pt)
         pt->held_tail = NULL;
 }
 
-static int async_protect(Engine *e, uint64_t start, uint64_t end)
-{
-        struct uffdio_writeprotect wp = {
-                .range = { .start = start, .len = end - start },
-                .mode = UFFDIO_WRITEPROTECT_MODE_WP,
-        };
-
-        return ioctl(e->async_uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
-}
-
 /*
  * Prepare phase, handler thread, the target running: starts tracking the private file mapping m, which
  * the sync uffd refused. Protect first, then copy: a page written after its protect is written again at
@@ -1732,7 +1733,7 @@ static void priv_track(Engine *e, const ProcMap *m)
                            .dev_major = m->dev_major, .dev_minor = m->dev_minor };
 
         for (size_t i = 0; i < spans.n; i++)
-                if (async_protect(e, spans.v[i][0], spans.v[i][1]) < 0) {
+                if (uffd_writeprotect(e->async_uffd, spans.v[i][0], spans.v[i][1] - spans.v[i][0], true) < 0) {
                         pt->start = pt->end = 0; /* matches nothing: the freeze copies it whole */
                         goto out;
                 }
@@ -1834,8 +1835,10 @@ static int priv_freeze(Engine *e, PrivTrack *pt)
                 for (size_t i = 0; r >= 0 && i < c->npages; i++) {
                         uint64_t a = c->vaddr + ((uint64_t)i << PAGE_SHIFT_4K);
 
-                        if (spans_contain(&clean, a))
+                        if (spans_contain(&clean, a)) {
+                                e->priv_early++;
                                 continue;
+                        }
                         r = target_read_memory(e->target, a, c->data + (i << PAGE_SHIFT_4K), PAGE_SIZE_4K);
                         e->priv_refreshed++;
                 }
@@ -1853,10 +1856,7 @@ static int priv_freeze(Engine *e, PrivTrack *pt)
                 pt->held = c->next;
                 c->next = NULL;
                 e->priv_held_pages -= c->npages;
-                e->priv_early += c->npages;
-                atomic_fetch_add(&e->bytes_done, c->npages << PAGE_SHIFT_4K);
-                atomic_fetch_add(&e->bytes_total, c->npages << PAGE_SHIFT_4K);
-                buffer_push(e, c);
+                push_frozen(e, c);
         }
         pt->held_tail = NULL;
         return 0;
@@ -2707,13 +2707,12 @@ _noreturn_ static void injector_main(pid_t pid, int report_fd, int done_fd, cons
         /* Wait for our parent to take its copy (or to die), then close the target's. */
         while (read(done_fd, &byte, 1) < 0 && errno == EINTR)
                 ;
-        for (int i = 0; i < 2; i++) {
-                int f = i == 0 ? rep.fd_in_target : rep.async_fd_in_target;
-                if (f >= 0) {
-                        args[0] = (uint64_t)f;
+        int fds[] = { rep.fd_in_target, rep.async_fd_in_target };
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                if (fds[i] >= 0) {
+                        args[0] = (uint64_t)fds[i];
                         (void)target_inject_syscall(t, pid, SYS_close, args, &res);
                 }
-        }
         target_free(t);
         _exit(rep.r < 0 ? 1 : 0);
 }
@@ -3405,7 +3404,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 goto out;
         debug_step("register, scan, protect", &t_step);
         res->pages_reprotected = e->pages_reprotected;
-        res->private_pages_early = e->priv_early - e->priv_refreshed;
+        res->private_pages_early = e->priv_early;
         res->private_pages_frozen = e->priv_refreshed + e->priv_copied;
 
         phase(&opts, LIVESNAP_PHASE_FROZEN);
@@ -3432,7 +3431,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 e->async_uffd = safe_close(e->async_uffd);
                 debug("private file mappings: %zu tracked; %" PRIu64 " pages copied early stood, %" PRIu64
                       " read again in the freeze, %" PRIu64 " copied in it",
-                      e->n_priv, e->priv_early - e->priv_refreshed, e->priv_refreshed, e->priv_copied);
+                      e->n_priv, e->priv_early, e->priv_refreshed, e->priv_copied);
         }
         res->freeze_us = t_freeze1 - t_freeze0;
         if (r < 0) {
