@@ -42,6 +42,7 @@ typedef struct Target {
         bool no_clone_events;   /* seized without PTRACE_O_TRACECLONE (the injector) */
         uint64_t syscall_gadget; /* address of a "syscall" instruction in the target */
         bool execed, exited;     /* seen PTRACE_EVENT_EXEC / the whole group exited */
+        void *regset_buf;        /* XSTATE_MAX bytes, touched at attach: no page faults in the freeze */
 } Target;
 
 /* The refusals (itself, kernel thread, zombie, thread id, already traced, no such process). */
