@@ -167,6 +167,7 @@ typedef struct Engine {
         /* The prepare phase, under lock. */
         bool pre;             /* before the instant: faults release pages rather than save them */
         bool park, parked;    /* the freeze asks the handler to stand still; it says it does */
+        bool idle;            /* the handler is in (or entering) poll(): it parks when it wakes */
         uint64_t *dirty;      /* pages marked PG_DIRTY, in no order; may hold stale addresses */
         size_t n_dirty, n_dirty_allocated;
         bool dirty_lost;      /* the list could not grow: rebuild it from the flags */
@@ -1085,6 +1086,24 @@ static bool serve_fault(Engine *e, uint64_t addr, Deferred *retry)
         return false;
 }
 
+/* Where the handler may stand still for the freeze: every message it has read so far is handled.
+ * Entering poll() it says it is idle; a freeze that finds it so parks it without waking it, and it
+ * stops here when poll() returns, before reading anything. Otherwise the freeze wakes it (handler_fd)
+ * and waits until it gets here. */
+static void handler_park_point(Engine *e, bool entering_poll)
+{
+        pthread_mutex_lock(&e->lock);
+        e->idle = entering_poll;
+        if (!entering_poll && e->park) {
+                e->parked = true;
+                pthread_cond_broadcast(&e->cond);
+                while (e->park && !atomic_load(&e->stop))
+                        pthread_cond_wait(&e->cond, &e->lock);
+                e->parked = false;
+        }
+        pthread_mutex_unlock(&e->lock);
+}
+
 static void *handler_thread(void *userdata)
 {
         Engine *e = userdata;
@@ -1103,16 +1122,7 @@ static void *handler_thread(void *userdata)
                 int timeout = 100;
                 ssize_t n;
 
-                /* The freeze asks us to stand still; every message read so far has been handled. */
-                pthread_mutex_lock(&e->lock);
-                if (e->park) {
-                        e->parked = true;
-                        pthread_cond_broadcast(&e->cond);
-                        while (e->park && !atomic_load(&e->stop))
-                                pthread_cond_wait(&e->cond, &e->lock);
-                        e->parked = false;
-                }
-                pthread_mutex_unlock(&e->lock);
+                handler_park_point(e, false);
 
                 if (e->pre) {
                         timeout = prepare_work(e);
@@ -1126,7 +1136,10 @@ static void *handler_thread(void *userdata)
                         }
                 }
 
-                if (poll(p, 3, pending.n > 0 ? MIN(timeout, 1) : timeout) < 0 && errno != EINTR) {
+                handler_park_point(e, true);
+                int k = poll(p, 3, pending.n > 0 ? MIN(timeout, 1) : timeout);
+                handler_park_point(e, false);
+                if (k < 0 && errno != EINTR) {
                         engine_fail(e, -errno, "poll on userfaultfd failed: %m");
                         break;
                 }
@@ -3347,9 +3360,11 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         if (handler) {
                 pthread_mutex_lock(&e->lock);
                 e->park = true;
-                (void)eventfd_write(e->handler_fd, 1);
-                while (!e->parked && !atomic_load(&e->stop))
-                        pthread_cond_wait(&e->cond, &e->lock);
+                if (!e->idle) {
+                        (void)eventfd_write(e->handler_fd, 1);
+                        while (!e->parked && !atomic_load(&e->stop))
+                                pthread_cond_wait(&e->cond, &e->lock);
+                }
                 pthread_mutex_unlock(&e->lock);
                 if (atomic_load(&e->error) < 0)
                         goto failed;
@@ -3409,6 +3424,17 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
 
         phase(&opts, LIVESNAP_PHASE_FROZEN);
 
+        /* The target first, then the handler: a thread that faults meanwhile waits in the uffd for the
+         * handler (not parked any more, nor still in the prepare phase) to read it, and waking the
+         * handler does not delay the last PTRACE_CONT. */
+        r = target_resume_all(e->target);
+        t_freeze1 = now_usec();
+        res->freeze_us = t_freeze1 - t_freeze0;
+        debug_step("resume", &t_step);
+        if (r < 0) {
+                snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
+                goto out;
+        }
         if (handler) {
                 pthread_mutex_lock(&e->lock);
                 e->pre = false;
@@ -3423,20 +3449,12 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                         goto out;
                 }
         }
-        r = target_resume_all(e->target);
-        t_freeze1 = now_usec();
-        debug_step("resume", &t_step);
         if (e->async_uffd >= 0) {
                 /* Past the instant: nothing more to learn from it; closing it lets go of its mappings. */
                 e->async_uffd = safe_close(e->async_uffd);
                 debug("private file mappings: %zu tracked; %" PRIu64 " pages copied early stood, %" PRIu64
                       " read again in the freeze, %" PRIu64 " copied in it",
                       e->n_priv, e->priv_early, e->priv_refreshed, e->priv_copied);
-        }
-        res->freeze_us = t_freeze1 - t_freeze0;
-        if (r < 0) {
-                snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
-                goto out;
         }
 
         /* ---- copying ---- */
