@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <sys/mman.h>
 
 #include "procfs.h"
@@ -35,6 +36,11 @@ static bool is_blank(char c)
 static bool is_space(char c)
 {
         return is_blank(c) || c == '\n' || c == '\r';
+}
+
+static bool is_digit(char c)
+{
+        return c >= '0' && c <= '9';
 }
 
 static bool is_alpha(char c)
@@ -407,41 +413,99 @@ int proc_status_read(pid_t pid, pid_t tid, ProcStatus *ret)
         return proc_status_parse(text, ret);
 }
 
-/* "pid (comm) state ppid pgrp session tty_nr tpgid flags ..." */
-int proc_stat_flags_parse(const char *text, unsigned long *ret_flags)
+/* "pid (comm) state f4 f5 ...": leaves *p at the blank before field 4 (ppid), past the state letter. */
+static int stat_skip_to_fields(const char *text, const char **p, const char **end)
 {
-        const char *p = text, *end, *open, *close;
-        uint64_t pid, flags;
-        int64_t x;
+        const char *open, *close;
+        uint64_t pid;
 
-        assert(text);
-        assert(ret_flags);
-
-        end = text + strlen(text);
-        if (parse_dec(&p, end, &pid) < 0 || expect_char(&p, end, ' ') < 0 || expect_char(&p, end, '(') < 0)
+        *p = text;
+        *end = text + strlen(text);
+        if (parse_dec(p, *end, &pid) < 0 || expect_char(p, *end, ' ') < 0 || expect_char(p, *end, '(') < 0)
                 return -EBADMSG;
-        open = p - 1;
+        open = *p - 1;
 
         /* comm may hold blanks and ')' itself: the fields start after the last ')'. Nothing after comm
          * can contain one, as every later field is a number. */
         close = strrchr(text, ')');
         if (!close || close < open)
                 return -EBADMSG;
-        p = close + 1;
+        *p = close + 1;
 
-        if (separator(&p, end) < 0 || p >= end || !is_alpha(*p))
+        if (separator(p, *end) < 0 || *p >= *end || !is_alpha(**p))
                 return -EBADMSG;
-        p++;
-        for (int i = 0; i < 5; i++) /* ppid pgrp session tty_nr tpgid */
-                if (separator(&p, end) < 0 || parse_dec_signed(&p, end, &x) < 0)
+        (*p)++;
+        return 0;
+}
+
+/* Field number n (4 or later, counting from 1 as proc(5) does) as an unsigned number; the fields
+ * before it must be numbers too. */
+static int stat_field_parse(const char *text, unsigned n, uint64_t *ret)
+{
+        const char *p, *end;
+        uint64_t v;
+
+        assert(n >= 4);
+        if (stat_skip_to_fields(text, &p, &end) < 0)
+                return -EBADMSG;
+        for (unsigned i = 4; i < n; i++) {
+                /* skipped: any decimal, some do not fit int64_t (rsslim is often 2^64-1) */
+                if (separator(&p, end) < 0)
                         return -EBADMSG;
-        if (separator(&p, end) < 0 || parse_dec(&p, end, &flags) < 0 || flags > ULONG_MAX)
+                if (p < end && *p == '-')
+                        p++;
+                if (p >= end || !is_digit(*p))
+                        return -EBADMSG;
+                while (p < end && is_digit(*p))
+                        p++;
+        }
+        if (separator(&p, end) < 0 || parse_dec(&p, end, &v) < 0)
                 return -EBADMSG;
         if (p < end && !is_space(*p))
                 return -EBADMSG;
+        *ret = v;
+        return 0;
+}
 
+/* "pid (comm) state ppid pgrp session tty_nr tpgid flags ..." */
+int proc_stat_flags_parse(const char *text, unsigned long *ret_flags)
+{
+        uint64_t flags;
+
+        assert(text);
+        assert(ret_flags);
+
+        if (stat_field_parse(text, 9, &flags) < 0 || flags > ULONG_MAX)
+                return -EBADMSG;
         *ret_flags = (unsigned long)flags;
         return 0;
+}
+
+/* Field 39, processor: the CPU the task last ran on. */
+int proc_stat_cpu_parse(const char *text, unsigned *ret_cpu)
+{
+        uint64_t cpu;
+
+        assert(text);
+        assert(ret_cpu);
+
+        if (stat_field_parse(text, 39, &cpu) < 0 || cpu >= CPU_SETSIZE)
+                return -EBADMSG;
+        *ret_cpu = (unsigned)cpu;
+        return 0;
+}
+
+int proc_stat_cpu_read(pid_t pid, pid_t tid, unsigned *ret_cpu)
+{
+        _cleanup_free_ char *text = NULL;
+        char path[64];
+        int r;
+
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+        r = read_full_file(path, &text, NULL);
+        if (r < 0)
+                return r;
+        return proc_stat_cpu_parse(text, ret_cpu);
 }
 
 /* The flags field of a /proc/.../stat file. */

@@ -45,6 +45,9 @@ int proc_status_read(pid_t pid, pid_t tid, ProcStatus *ret); /* tid <= 0: the pr
 /* True if pid is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags field, robust against ')' in
  * comm). Returns 1, 0, or a negative errno. */
 int proc_stat_flags_parse(const char *text, unsigned long *ret_flags);
+/* Field 39 of /proc/PID/task/TID/stat: the CPU the thread last ran on. */
+int proc_stat_cpu_parse(const char *text, unsigned *ret_cpu);
+int proc_stat_cpu_read(pid_t pid, pid_t tid, unsigned *ret_cpu);
 int proc_is_kthread(pid_t pid);
 
 /* True if thread tid of pid is exiting (PF_EXITING) or gone. Returns 1, 0, or a negative errno. */

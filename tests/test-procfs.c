@@ -391,6 +391,46 @@ static void test_stat_flags(void **state)
         assert_int_equal(f, 64);
 }
 
+static void test_stat_cpu(void **state)
+{
+        unsigned cpu = 4242;
+
+        /* a 6.x line (52 fields): processor is field 39 */
+        assert_int_equal(proc_stat_cpu_parse(
+                                 "812 (redis-server) S 1 812 812 0 -1 4194560 1204 0 5 0 33 12 0 0 20 0 5 0 4242 "
+                                 "73000960 2469 18446744073709551615 94000000000000 94000000100000 140720000000000 "
+                                 "0 0 0 0 4097 17642 0 0 0 17 1 0 0 0 0 0 94000000200000 94000000300000 "
+                                 "94000000400000 140720000001000 140720000001100 140720000001100 140720000002000 0\n",
+                                 &cpu),
+                         0);
+        assert_int_equal(cpu, 1);
+        /* negative fields before it (nice, priority of a real-time task) are fine; comm with ") " too */
+        assert_int_equal(proc_stat_cpu_parse("5 (a) b) R 1 5 5 0 -1 4194304 0 0 0 0 0 0 0 0 -51 -20 1 0 9 0 0 "
+                                             "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 7 50 1\n",
+                                             &cpu),
+                         0);
+        assert_int_equal(cpu, 7);
+
+        cpu = 4242;
+        assert_int_equal(proc_stat_cpu_parse("7 (x) S 1 7 7 0 -1 64", &cpu), -EBADMSG); /* too short */
+        assert_int_equal(proc_stat_cpu_parse("5 (a) R 1 5 5 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 9 0 0 "
+                                             "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 -3 0 0\n",
+                                             &cpu),
+                         -EBADMSG); /* a negative CPU */
+        assert_int_equal(cpu, 4242);
+}
+
+static void test_self_cpu(void **state)
+{
+        unsigned cpu = 0;
+        cpu_set_t set;
+
+        assert_int_equal(proc_stat_cpu_read(getpid(), getpid(), &cpu), 0);
+        assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+        assert_true(CPU_ISSET(cpu, &set) || CPU_COUNT(&set) > 0);
+        assert_int_equal(proc_stat_cpu_read(getpid(), 1 << 30, &cpu), -ENOENT);
+}
+
 static void test_stat_flags_malformed(void **state)
 {
         static const char *const bad[] = {
@@ -838,6 +878,8 @@ int main(void)
                 cmocka_unit_test(test_status_parse_malformed),
                 cmocka_unit_test(test_stat_flags),
                 cmocka_unit_test(test_stat_flags_malformed),
+                cmocka_unit_test(test_stat_cpu),
+                cmocka_unit_test(test_self_cpu),
                 cmocka_unit_test(test_syscall_parse),
                 cmocka_unit_test(test_syscall_parse_malformed),
                 cmocka_unit_test(test_robustness),
