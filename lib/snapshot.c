@@ -3069,7 +3069,7 @@ static void debug(const char *fmt, ...)
 
         if (!debug_enabled())
                 return;
-        fputs("livesnap-debug: ", stderr);
+        fprintf(stderr, "livesnap-debug: [%.6f] ", now_usec() / 1e6);
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
@@ -3078,6 +3078,7 @@ static void debug(const char *fmt, ...)
 
 static void phase(const LivesnapDumpOptions *o, LivesnapPhase p)
 {
+        debug("phase %s", livesnap_phase_to_string(p));
         if (o->phase)
                 o->phase(o->userdata, p);
 }
@@ -3476,7 +3477,9 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         /* Every page is saved. Stop the handler and close the uffd: the kernel drops every remaining
          * write-protect bit and wakes any thread still waiting. Then drain the writer. */
         engine_stop_threads(e, &handler, &copier, &writer);
+        debug("threads stopped, buffer drained");
         e->uffd = safe_close(e->uffd);
+        debug("uffd closed");
         if (atomic_load(&e->error) < 0)
                 goto failed;
 
@@ -3519,6 +3522,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 }
                 if (r >= 0)
                         r = image_writer_finish(e->writer);
+                debug("image finished");
                 if (r < 0) {
                         snprintf(res->error, sizeof(res->error), "writing %s failed: %s", path, strerror(-r));
                         goto out;

@@ -9,7 +9,9 @@
  * printed as one line on stdout, labelled with the previous mark's name) and starts one called NAME;
  * "quit" (or EOF) ends the last window and exits. Output:
  *   NAME pings=N secs=S max_gap_us=G p99_gap_us=G median_gap_us=G max_gap_at_s=T
- * where max_gap_at_s is the end of the longest gap in seconds from the window's start. */
+ * where max_gap_at_s is the end of the longest gap in seconds from the window's start.
+ * With PINGLOOP_TRACE_US=N in the environment, every gap of N us or more is also printed on stderr
+ * as "gap G_us ends T" with T in CLOCK_MONOTONIC seconds, to set beside a LIVESNAP_DEBUG trace. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -95,6 +97,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	long sleep_us = argc > 2 ? atol(argv[2]) : 100;
+	const char *trace = getenv("PINGLOOP_TRACE_US");
+	uint32_t trace_us = trace ? (uint32_t)atol(trace) : 0;
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", argv[1]);
@@ -133,6 +137,8 @@ int main(int argc, char **argv)
 		if (ngaps == cap)
 			gaps = realloc(gaps, (cap *= 2) * sizeof *gaps);
 		gaps[ngaps++] = gap;
+		if (trace_us > 0 && gap >= trace_us)
+			fprintf(stderr, "gap %u ends %.6f\n", gap, now / 1e6);
 		if (gap > max_gap) {
 			max_gap = gap;
 			max_at = now;
