@@ -68,8 +68,54 @@ check_info() {
         done <"$VDIR/layout"
 }
 
+# uffd_wp_vmas PID: how many of PID's mappings are registered for uffd-wp (VmFlags "uw")
+uffd_wp_vmas() { grep -c '^VmFlags:.* uw' /proc/"$1"/smaps || true; }
+
+# stopped_itself PID LOG: true once PID is stopped; dies if it exited instead
+stopped_itself() {
+        local st
+        st=$(awk '/^State:/ {print $2}' /proc/"$1"/status 2>/dev/null || true)
+        [[ -n $st && $st != Z ]] || die "livesnap dump exited instead of stopping: $(tail -3 "$2")"
+        [[ $st == T ]]
+}
+
+# The memory is given back before the finish: held at the start of 'finishing', the victim has no
+# mapping left registered (release_saved() unregistered them all, in slices, none refused), while at
+# 'copying' it had some. Then the dump goes on and its image is checked as usual.
+release_check() {
+        local image=$TEST_TMP/release.img dpid n out=$TEST_TMP/release
+        for phase in copying finishing; do
+                LIVESNAP_DEBUG=1 LIVESNAP_TEST_STOP_AT=$phase "$LIVESNAP" dump "$VPID" -o "$image" --json \
+                        --no-progress >"$image.json" 2>"$image.err" &
+                dpid=$!
+                cleanup_add "$dpid"
+                wait_until 60 "livesnap to stop itself at '$phase'" stopped_itself "$dpid" "$image.err"
+                n=$(uffd_wp_vmas "$VPID")
+                log "release: at '$phase' $n mapping(s) of the victim registered for uffd-wp"
+                if [[ $phase == copying ]]; then
+                        ((n > 0)) || die "release: no mapping registered for uffd-wp at 'copying': the check sees nothing"
+                else
+                        ((n == 0)) || die "release: $n mapping(s) still registered at 'finishing': $(grep -B30 '^VmFlags:.* uw' /proc/"$VPID"/smaps | grep -E '^[0-9a-f]+-' | head -5)"
+                fi
+                kill -CONT "$dpid"
+                wait "$dpid" || die "release: livesnap dump exited $?: $(tail -3 "$image.err")"
+        done
+        grep -q 'released [0-9]* MiB in [0-9]* slices (0 refused' "$image.err" ||
+                die "release: no clean release in the debug output: $(grep released "$image.err" || echo none)"
+        verify_ok "$image"
+        mkdir "$out"
+        cp "$VDIR/layout" "$out/"
+        cat_layout "$image" "$out"
+        victim_check victim-sweep "$out"
+        assert_victim_ok "$VPID" "$VDIR"
+        rm -rf "$out" "$image"*
+}
+
 INFO=1 dump_and_check plain-1
 dump_and_check plain-2
+release_check
+# Protections changed from any CPU (the engine's default moves that work to the target's CPU).
+LIVESNAP_NO_FOLLOW=1 dump_and_check no-follow
 # Rate-limited: the background copier is slow, so the sweepers fault on most of their pages.
 dump_and_check plain-3-rate --rate 32M
 dump_and_check compress --compress=9 --rate 64M
