@@ -29,8 +29,11 @@
  *     whole 2 MiB of a huge page) and un-protects it, which wakes the writer; events move or drop the
  *     bookkeeping (REMAP, UNMAP) or are pre-empted (REMOVE: the madvise range is saved before the event
  *     is read, because reading it lets the kernel zap the pages);
- *   - the copier walks every page still pending in 2 MiB windows;
+ *   - the copier walks every page still pending in 2 MiB windows; when none is left it unregisters
+ *     the ranges slice by slice (release_saved), so the close at the finish has nothing to undo;
  *   - the image writer drains the bounded buffer to disk.
+ * Protection changes (the prepare walk, un-protecting for faults, the release) run on the CPU the
+ * target last ran on: see "page-table work beside the target".
  * The caller's thread is the ptrace supervisor (ptrace is per tracer thread): it passes signals on,
  * attaches new threads, and saves and un-protects an exiting thread's tid word and robust futexes
  * before the kernel writes them (a write there on a protected page would be silently dropped).
@@ -164,6 +167,7 @@ typedef struct Engine {
         uint64_t hugetlb_size;
         bool prepare; /* the kernel has WP_UNPOPULATED: protect before the freeze */
         bool follow;  /* long runs of protection changes move to the target's CPU (see follow_target) */
+        _Atomic pid_t fault_tid; /* the thread of the last fault read (UFFD_FEATURE_THREAD_ID), or 0 */
         cpu_set_t cpus; /* the CPUs this process may use, to go back to */
         int handler_fd; /* eventfd: wakes the fault handler (park requests) */
 
@@ -1245,6 +1249,7 @@ static void *handler_thread(void *userdata)
                         if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
                                 continue;
                         atomic_fetch_add(&e->faults, 1);
+                        atomic_store(&e->fault_tid, (pid_t)msgs[i].arg.pagefault.feat.ptid);
                         if (blocked)
                                 deferred_add(&pending, addr);
                         else
@@ -1526,18 +1531,27 @@ static bool name_is_shmem(const char *name)
  * VM, protecting a 4 GiB Redis under load took 2.0-3.0 s from the other CPU against 0.2 s from
  * Redis's own, and Redis all but stopped meanwhile; the final release (close of the uffd, which
  * rewrites every entry once more) took 3.5-5 s against 0.3 s. So the threads that change protections
- * run on the CPU the target's main thread last ran on: the fault handler before each step of the
- * prepare phase, then (after the instant, when its work is un-protecting for faults) every
- * FOLLOW_EVERY_US; the copier before each slice of the release. Copying and writing stay where the
- * scheduler puts them. The target loses a share of its CPU while the work runs instead of being slowed
- * by it from afar. LIVESNAP_NO_FOLLOW=1 turns this off.
+ * run on the CPU the target last ran on (the thread of the last fault, else the main thread; in a
+ * Redis they are the same): the fault handler before each step of the prepare phase, then (after the
+ * instant, when its work is un-protecting for faults) every FOLLOW_EVERY_US; the copier before each
+ * slice of the release. Copying and writing stay where the scheduler puts them. The target loses a
+ * share of its CPU while the work runs instead of being slowed by it from afar. LIVESNAP_NO_FOLLOW=1
+ * turns this off.
  */
 static void follow_target(Engine *e)
 {
+        pid_t pid = e->target->pid, tid = atomic_load(&e->fault_tid);
         cpu_set_t one;
         unsigned cpu;
 
-        if (!e->follow || proc_stat_cpu_read(e->target->pid, e->target->pid, &cpu) < 0 || !CPU_ISSET(cpu, &e->cpus))
+        if (!e->follow)
+                return;
+        /* The thread that faulted last is the one using the memory; ptid is as the target's pid
+         * namespace numbers it, so outside ours it may name no thread of the target: then the main
+         * thread it is. */
+        if ((tid <= 0 || proc_stat_cpu_read(pid, tid, &cpu) < 0) && proc_stat_cpu_read(pid, pid, &cpu) < 0)
+                return;
+        if (!CPU_ISSET(cpu, &e->cpus))
                 return;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
