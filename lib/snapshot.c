@@ -3262,6 +3262,29 @@ static json_object *build_meta(Engine *e, const char *exe, char **argv, const ch
         return meta;
 }
 
+/*
+ * The freeze runs at SCHED_FIFO (priority 1) where this process may: under load, a thread just given
+ * PTRACE_CONT woke on this CPU and preempted the resume loop, so the target's last threads stayed
+ * stopped for another 1-2 ms (a 1 GiB Redis under 8 loadgen connections: resume 0.14-2.2 ms). Every
+ * wait inside the freeze sleeps, none spins. Without the privilege (no CAP_SYS_NICE, RLIMIT_RTPRIO 0)
+ * the freeze runs as it did.
+ */
+static bool freeze_sched_enter(int *ret_policy, struct sched_param *ret_param)
+{
+        struct sched_param rt = { .sched_priority = 1 };
+
+        if (pthread_getschedparam(pthread_self(), ret_policy, ret_param) != 0)
+                return false;
+        return pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) == 0;
+}
+
+static void freeze_sched_leave(bool *rt, int policy, const struct sched_param *param)
+{
+        if (*rt)
+                (void)pthread_setschedparam(pthread_self(), policy, param);
+        *rt = false;
+}
+
 static void engine_stop_threads(Engine *e, pthread_t *handler, pthread_t *copier, pthread_t *writer)
 {
         atomic_store(&e->stop, true);
@@ -3305,6 +3328,9 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         sigset_t mask, old_mask;
         int sfd = -EBADF, r;
         uint64_t t_start = now_usec(), t_freeze0 = 0, t_freeze1 = 0;
+        struct sched_param old_param = {};
+        int old_policy = SCHED_OTHER;
+        bool freeze_rt = false;
         struct timespec t_at;
         bool success = false;
 
@@ -3469,6 +3495,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         }
 
         /* ---- the freeze ---- */
+        freeze_rt = freeze_sched_enter(&old_policy, &old_param);
         t_freeze0 = now_usec();
         uint64_t t_step = t_freeze0;
         r = target_stop_all(e->target, res->error, sizeof(res->error));
@@ -3548,6 +3575,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         r = target_resume_all(e->target);
         t_freeze1 = now_usec();
         res->freeze_us = t_freeze1 - t_freeze0;
+        freeze_sched_leave(&freeze_rt, old_policy, &old_param);
         debug_step("resume", &t_step);
         if (r < 0) {
                 snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
@@ -3661,6 +3689,7 @@ failed:
         pthread_mutex_unlock(&e->err_lock);
 
 out:
+        freeze_sched_leave(&freeze_rt, old_policy, &old_param);
         engine_stop_threads(e, &handler, &copier, &writer);
         /* Un-protect (close the only uffd), then let the threads go. */
         e->uffd = safe_close(e->uffd);
