@@ -1276,24 +1276,24 @@ out:
  */
 static void release_saved(Engine *e)
 {
-        _cleanup_free_ uint64_t *spans = NULL;
+        _cleanup_free_ struct { uint64_t start, end; } *spans = NULL;
         uint64_t t0 = now_usec(), bytes = 0;
         unsigned slices = 0, refused = 0;
         size_t n;
 
         pthread_mutex_lock(&e->lock);
         n = e->n_ranges;
-        spans = calloc(MAX(n, (size_t)1) * 2, sizeof(uint64_t));
+        spans = calloc(MAX(n, (size_t)1), sizeof(*spans));
         for (size_t i = 0; spans && i < n; i++) {
-                spans[2 * i] = e->ranges[i].start;
-                spans[2 * i + 1] = e->ranges[i].end;
+                spans[i].start = e->ranges[i].start;
+                spans[i].end = e->ranges[i].end;
         }
         pthread_mutex_unlock(&e->lock);
         if (!spans)
                 return;
 
         for (size_t i = 0; i < n && !atomic_load(&e->stop); i++)
-                for (uint64_t a = spans[2 * i], end = spans[2 * i + 1]; a < end;) {
+                for (uint64_t a = spans[i].start, end = spans[i].end; a < end;) {
                         /* Cut at 2 MiB boundaries: a cut elsewhere would split a transparent huge page. */
                         uint64_t t = ALIGN_DOWN(a + RELEASE_SLICE, HPAGE_SIZE_2M);
                         struct uffdio_range range;
@@ -3269,20 +3269,25 @@ static json_object *build_meta(Engine *e, const char *exe, char **argv, const ch
  * wait inside the freeze sleeps, none spins. Without the privilege (no CAP_SYS_NICE, RLIMIT_RTPRIO 0)
  * the freeze runs as it did.
  */
-static bool freeze_sched_enter(int *ret_policy, struct sched_param *ret_param)
+typedef struct FreezeSched {
+        bool rt; /* raised: policy and param are what to go back to */
+        int policy;
+        struct sched_param param;
+} FreezeSched;
+
+static void freeze_sched_enter(FreezeSched *f)
 {
         struct sched_param rt = { .sched_priority = 1 };
 
-        if (pthread_getschedparam(pthread_self(), ret_policy, ret_param) != 0)
-                return false;
-        return pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) == 0;
+        f->rt = pthread_getschedparam(pthread_self(), &f->policy, &f->param) == 0 &&
+                pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) == 0;
 }
 
-static void freeze_sched_leave(bool *rt, int policy, const struct sched_param *param)
+static void freeze_sched_leave(FreezeSched *f)
 {
-        if (*rt)
-                (void)pthread_setschedparam(pthread_self(), policy, param);
-        *rt = false;
+        if (f->rt)
+                (void)pthread_setschedparam(pthread_self(), f->policy, &f->param);
+        f->rt = false;
 }
 
 static void engine_stop_threads(Engine *e, pthread_t *handler, pthread_t *copier, pthread_t *writer)
@@ -3328,9 +3333,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         sigset_t mask, old_mask;
         int sfd = -EBADF, r;
         uint64_t t_start = now_usec(), t_freeze0 = 0, t_freeze1 = 0;
-        struct sched_param old_param = {};
-        int old_policy = SCHED_OTHER;
-        bool freeze_rt = false;
+        FreezeSched freeze_sched = {};
         struct timespec t_at;
         bool success = false;
 
@@ -3495,7 +3498,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         }
 
         /* ---- the freeze ---- */
-        freeze_rt = freeze_sched_enter(&old_policy, &old_param);
+        freeze_sched_enter(&freeze_sched);
         t_freeze0 = now_usec();
         uint64_t t_step = t_freeze0;
         r = target_stop_all(e->target, res->error, sizeof(res->error));
@@ -3575,7 +3578,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         r = target_resume_all(e->target);
         t_freeze1 = now_usec();
         res->freeze_us = t_freeze1 - t_freeze0;
-        freeze_sched_leave(&freeze_rt, old_policy, &old_param);
+        freeze_sched_leave(&freeze_sched);
         debug_step("resume", &t_step);
         if (r < 0) {
                 snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
@@ -3689,7 +3692,7 @@ failed:
         pthread_mutex_unlock(&e->err_lock);
 
 out:
-        freeze_sched_leave(&freeze_rt, old_policy, &old_param);
+        freeze_sched_leave(&freeze_sched);
         engine_stop_threads(e, &handler, &copier, &writer);
         /* Un-protect (close the only uffd), then let the threads go. */
         e->uffd = safe_close(e->uffd);
