@@ -13,7 +13,10 @@
 # Each run prints the dump's JSON result, the load's and the pinger's window lines (as run.sh's) and
 # the timeline. Anything in the environment reaches livesnap, so an A/B is, for example:
 #   bench/redis/timeline.sh 4 1; LIVESNAP_NO_FOLLOW=1 bench/redis/timeline.sh 4 1
-# Settings (environment): BUILD (default build), IMGDIR (/var/tmp), TRACE_US (50000).
+# Settings (environment): BUILD (default build), IMGDIR (/var/tmp), TRACE_US (50000), SCHED_TRACE (a
+# file: record the scheduler with `perf sched record` over the dump and, for each gap, show where
+# Redis's main thread spent it: running, runnable but waiting for a CPU (and what held the CPUs), or
+# asleep).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -79,11 +82,18 @@ for ((run = 1; run <= RUNS; run++)); do
 	sleep 3
 	echo "mark dump" >&"$lfd"
 	echo "mark dump" >&"$pfd"
+	spid=
+	if [[ -n ${SCHED_TRACE:-} ]]; then
+		perf sched record -k mono -o "$SCHED_TRACE" >/dev/null 2>&1 &
+		spid=$!
+		sleep 1
+	fi
 	rc=0
 	LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
 		>"$W/dump.json" 2>"$W/debug.out" || rc=$?
 	echo "mark after" >&"$lfd"
 	echo "mark after" >&"$pfd"
+	if [[ -n $spid ]]; then kill -INT "$spid"; wait "$spid" || true; fi
 	sleep 2
 	echo quit >&"$lfd"
 	echo quit >&"$pfd"
@@ -113,5 +123,10 @@ ev.sort()
 for t, what in ev:
     print('%8.3f s  %s' % (t - ev[0][0], what))
 EOF
+	if [[ -n ${SCHED_TRACE:-} ]]; then
+		echo "# where redis-server's main thread spent each gap (ms)"
+		perf sched timehist -i "$SCHED_TRACE" --state 2>/dev/null |
+			python3 "$HERE/schedgaps.py" "$RPID" "$W/debug.out" "$W/gaps.out"
+	fi
 	echo
 done
