@@ -110,6 +110,7 @@ typedef struct ImageWriter ImageWriter;
 typedef struct ImageWriterOptions {
         int compress_level; /* 0: no compression; 1..19: zstd level per chunk */
         bool no_sync;       /* skip fsync (tests only) */
+        bool no_direct;     /* write through the page cache even where O_DIRECT is taken */
 } ImageWriterOptions;
 
 typedef struct ImageWriterStats {

@@ -3396,7 +3396,9 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         }
 
         {
-                ImageWriterOptions wo = { .compress_level = opts.compress_level, .no_sync = opts.no_sync };
+                /* LIVESNAP_NO_DIRECT: the image goes through the page cache (comparisons; see image.c). */
+                ImageWriterOptions wo = { .compress_level = opts.compress_level, .no_sync = opts.no_sync,
+                                          .no_direct = getenv("LIVESNAP_NO_DIRECT") != NULL };
                 r = image_writer_new(path, &wo, &e->writer);
                 if (r < 0) {
                         snprintf(res->error, sizeof(res->error), "cannot create image %s: %s", path, strerror(-r));

@@ -16,6 +16,8 @@
 #include "image.h"
 #include "util.h"
 
+#define WRITE_ALIGN_FOR_TESTS 4096 /* image.c's WRITE_ALIGN */
+
 static char dir[] = "/tmp/test-image.XXXXXX";
 
 static char *path_in_dir(const char *name)
@@ -388,6 +390,132 @@ static void test_bad_arguments(void **state)
         assert_int_equal(image_writer_new("/nonexistent-dir/x.lsnap", NULL, &w), -ENOENT);
 }
 
+/* Writes an image of n_chunks chunks of 1..IMAGE_CHUNK_MAX_PAGES pages (sizes vary, so sections cross
+ * the writer's 1 MiB blocks anywhere and the file ends off any block boundary). */
+static void write_chunks(const char *path, bool no_direct, size_t n_chunks)
+{
+        ImageWriterOptions o = { .no_sync = true, .no_direct = no_direct };
+        ImageVma vma = { .start = 0x100000, .end = 0x100000 + (uint64_t)n_chunks * (2 << 20), .flags = IMAGE_VMA_ANON,
+                         .content = IMAGE_VMA_CONTENT_FULL };
+        uint8_t *pages = malloc(IMAGE_CHUNK_MAX_PAGES * IMAGE_PAGE_SIZE);
+        json_object *meta = json_object_new_object();
+        ImageWriter *w = NULL;
+
+        assert_non_null(pages);
+        assert_int_equal(image_writer_new(path, &o, &w), 0);
+        for (size_t i = 0; i < n_chunks; i++) {
+                size_t n = 1 + (i * 97) % IMAGE_CHUNK_MAX_PAGES;
+
+                for (size_t k = 0; k < n; k++)
+                        fill_page(pages + k * IMAGE_PAGE_SIZE, i * 1000 + k);
+                assert_int_equal(image_writer_add_pages(w, vma.start + (uint64_t)i * (2 << 20), pages, n), 0);
+        }
+        assert_int_equal(image_writer_add_maps(w, &vma, 1), 0);
+        json_object_object_add(meta, "chunks", json_object_new_int((int)n_chunks));
+        assert_int_equal(image_writer_add_json(w, IMAGE_SECTION_META, meta), 0);
+        assert_int_equal(image_writer_finish(w), 0);
+        image_writer_free(w);
+        json_object_put(meta);
+        free(pages);
+}
+
+/* Pages of the file in the page cache, or -1 if it cannot be told. */
+static long cached_pages(const char *path)
+{
+        struct stat st;
+        unsigned char *vec;
+        long n = 0;
+        void *m;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        assert_true(fd >= 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        close(fd);
+        assert_true(m != MAP_FAILED);
+        vec = malloc((size_t)(st.st_size + IMAGE_PAGE_SIZE - 1) / IMAGE_PAGE_SIZE);
+        assert_non_null(vec);
+        if (mincore(m, (size_t)st.st_size, vec) < 0)
+                n = -1;
+        for (off_t i = 0; n >= 0 && i < (st.st_size + IMAGE_PAGE_SIZE - 1) / IMAGE_PAGE_SIZE; i++)
+                n += vec[i] & 1;
+        free(vec);
+        munmap(m, (size_t)st.st_size);
+        return n;
+}
+
+/* The writer's blocks (O_DIRECT where the file system takes it) and the page cache give the same
+ * bytes; with O_DIRECT the image is not left in the page cache. */
+static void test_direct_and_buffered(void **state)
+{
+        _cleanup_free_ char *d = path_in_dir("direct.lsnap"), *b = path_in_dir("buffered.lsnap"),
+                            *probe = path_in_dir("probe");
+        _cleanup_free_ uint8_t *dd = NULL, *bd = NULL;
+        size_t dl = 0, bl = 0;
+        char err[256] = "";
+        bool direct_fs;
+        int fd;
+
+        write_chunks(d, false, 12);
+        write_chunks(b, true, 12);
+        assert_int_equal(read_file(d, &dd, &dl), 0);
+        assert_int_equal(read_file(b, &bd, &bl), 0);
+        assert_true(dl > (4U << 20));
+        assert_true(dl % WRITE_ALIGN_FOR_TESTS != 0);
+        assert_int_equal(dl, bl);
+        assert_memory_equal(dd, bd, dl);
+        assert_int_equal(open_and_verify(d, err, sizeof(err)), 0);
+
+        fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+        direct_fs = fd >= 0;
+        if (fd >= 0)
+                close(fd);
+        unlink(probe);
+        if (!direct_fs)
+                fprintf(stderr, "test_direct_and_buffered: %s takes no O_DIRECT: page-cache check skipped\n", dir);
+        else {
+                unlink(d);
+                write_chunks(d, false, 12);
+                long n = cached_pages(d);
+                if (n < 0)
+                        fprintf(stderr, "test_direct_and_buffered: mincore failed: page-cache check skipped\n");
+                else
+                        /* Of its 1000-odd pages, none should be cached; allow a few: valgrind reads the
+                         * head of any file that is mapped (to look for ELF debug info). */
+                        assert_true(n <= 16);
+        }
+        unlink(d);
+        unlink(b);
+}
+
+/* A disk that fills while the last bytes wait in the writer's block: finish says so, nothing appears. */
+static void test_full_disk_at_finish(void **state)
+{
+        char mnt[] = "/tmp/test-image-full.XXXXXX";
+        _cleanup_free_ char *p = NULL;
+        ImageWriterOptions o = { .no_sync = true };
+        ImageWriter *w = NULL;
+        uint8_t page[IMAGE_PAGE_SIZE];
+
+        assert_non_null(mkdtemp(mnt));
+        if (mount("none", mnt, "tmpfs", 0, "size=256k") < 0) {
+                rmdir(mnt);
+                skip(); /* needs root: say so in the output */
+        }
+        assert_true(asprintf(&p, "%s/full.lsnap", mnt) > 0);
+        assert_int_equal(image_writer_new(p, &o, &w), 0);
+        /* 128 pages apart from each other: 512 KiB, under the writer's block, over the disk */
+        for (int i = 0; i < 128; i++) {
+                fill_page(page, (uint64_t)i);
+                assert_int_equal(image_writer_add_pages(w, 0x100000 + (uint64_t)i * 2 * IMAGE_PAGE_SIZE, page, 1), 0);
+        }
+        assert_int_equal(image_writer_finish(w), -ENOSPC);
+        image_writer_free(w);
+        assert_int_equal(access(p, F_OK), -1);
+        assert_int_equal(umount(mnt), 0);
+        rmdir(mnt);
+}
+
 static void test_full_disk(void **state)
 {
         char mnt[] = "/tmp/test-image-full.XXXXXX";
@@ -431,6 +559,8 @@ int main(void)
                 cmocka_unit_test(test_index_full_at_finish),
                 cmocka_unit_test(test_bad_arguments),
                 cmocka_unit_test(test_full_disk),
+                cmocka_unit_test(test_direct_and_buffered),
+                cmocka_unit_test(test_full_disk_at_finish),
         };
         int r;
 
