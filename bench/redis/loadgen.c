@@ -11,6 +11,11 @@
  * not when a free connection sent it (so a stalled server is not hidden by the load slowing down
  * with it).
  *
+ * With LOADGEN_TICK_MS=N in the environment it also writes, every N ms, to stderr:
+ *   tick T n=N max_us=M
+ * (T: CLOCK_MONOTONIC seconds at the tick's end; N replies and the longest latency in it), which
+ * timeline.sh lays beside a dump's phases.
+ *
  * Windows are set on stdin as for pingloop: "mark NAME" ends the current window and starts NAME,
  * "quit" or EOF ends the last and exits. Each window prints one line:
  *   NAME n=N secs=S rps=R p50_us=.. p99_us=.. p999_us=.. max_us=.. errors=E
@@ -54,6 +59,19 @@ static size_t nlat, cap, errors;
 static int64_t win_start;
 static char name[128] = "start";
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static int64_t tick_us, tick_end;
+static size_t tick_n;
+static uint32_t tick_max;
+
+static void tick(int64_t now)
+{
+	while (tick_us > 0 && now >= tick_end) {
+		fprintf(stderr, "tick %.6f n=%zu max_us=%u\n", tick_end / 1e6, tick_n, tick_max);
+		tick_n = 0;
+		tick_max = 0;
+		tick_end += tick_us;
+	}
+}
 
 static uint64_t xorshift(void)
 {
@@ -190,6 +208,10 @@ int main(int argc, char **argv)
 	lat = malloc(cap * sizeof *lat);
 	int64_t start = now_us();
 	win_start = start;
+	if (getenv("LOADGEN_TICK_MS")) {
+		tick_us = atol(getenv("LOADGEN_TICK_MS")) * 1000;
+		tick_end = start + tick_us;
+	}
 	uint64_t issued = 0; /* open loop: requests sent so far; request k is due at start + k / rate */
 	for (;;) {
 		int64_t now = now_us();
@@ -207,7 +229,7 @@ int main(int argc, char **argv)
 			}
 		}
 		/* Open loop: sleep until the next request is due (if a connection is free to send it). */
-		struct timespec ts, *tsp = NULL;
+		struct timespec ts, *tsp = NULL, tick_ts;
 		if (rate > 0) {
 			int free_conn = 0;
 			for (int i = 0; i < nconn && !free_conn; i++)
@@ -221,8 +243,19 @@ int main(int argc, char **argv)
 				tsp = &ts;
 			}
 		}
+		if (tick_us > 0) { /* wake for the next tick, even with every connection stuck */
+			int64_t wait = tick_end - now_us();
+			if (wait < 0)
+				wait = 0;
+			if (!tsp || wait < tsp->tv_sec * 1000000 + tsp->tv_nsec / 1000) {
+				tick_ts.tv_sec = wait / 1000000;
+				tick_ts.tv_nsec = (wait % 1000000) * 1000;
+				tsp = &tick_ts;
+			}
+		}
 		struct epoll_event evs[64];
 		int n = epoll_pwait2(ep, evs, 64, tsp, NULL);
+		tick(now_us());
 		if (n < 0 && errno != EINTR) {
 			perror("loadgen: epoll_wait");
 			return 1;
@@ -251,6 +284,9 @@ int main(int argc, char **argv)
 			if (nlat == cap)
 				lat = realloc(lat, (cap *= 2) * sizeof *lat);
 			lat[nlat++] = (uint32_t)(t - c->t0);
+			tick_n++;
+			if ((uint32_t)(t - c->t0) > tick_max)
+				tick_max = (uint32_t)(t - c->t0);
 			c->busy = 0;
 			c->rlen = 0;
 		}

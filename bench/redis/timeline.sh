@@ -13,7 +13,10 @@
 # Each run prints the dump's JSON result, the load's and the pinger's window lines (as run.sh's) and
 # the timeline. Anything in the environment reaches livesnap, so an A/B is, for example:
 #   bench/redis/timeline.sh 4 1; LIVESNAP_NO_FOLLOW=1 bench/redis/timeline.sh 4 1
-# Settings (environment): BUILD (default build), IMGDIR (/var/tmp), TRACE_US (50000), SCHED_TRACE (a
+# or, alternating two builds on one filled Redis (each a build directory holding a livesnap, which
+# may be a script that sets the environment and runs another), BUILD="build /tmp/old" timeline.sh 4 6.
+# The load's replies per TICK_MS (500) and their longest latency are laid in too.
+# Settings (environment): BUILD (default build; several, space-separated, are taken in turn), IMGDIR (/var/tmp), TRACE_US (50000), SCHED_TRACE (a
 # file: record the scheduler with `perf sched record` over the dump and, for each gap, show where
 # Redis's main thread spent it: running, runnable but waiting for a CPU (and what held the CPUs), or
 # asleep).
@@ -23,16 +26,20 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 GIB=${1:-4}
 RUNS=${2:-1}
-BUILD=${BUILD:-build}
-[[ $BUILD == /* ]] || BUILD=$TOP/$BUILD
-LIVESNAP=$BUILD/livesnap
+read -r -a BUILDS <<<"${BUILD:-build}"
+for i in "${!BUILDS[@]}"; do
+	[[ ${BUILDS[i]} == /* ]] || BUILDS[i]=$TOP/${BUILDS[i]}
+done
 TRACE_US=${TRACE_US:-50000}
+TICK_MS=${TICK_MS:-500}
 VALUE_BYTES=512
 
 die() { echo "timeline.sh: $*" >&2; exit 1; }
 [[ $GIB =~ ^[0-9]+$ && $GIB -ge 1 && $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || die "usage: timeline.sh [GIB] [RUNS]"
 ((EUID == 0)) || die "run as root (livesnap dump needs it)"
-[[ -x $LIVESNAP ]] || die "no $LIVESNAP: run make first (or set BUILD)"
+for b in "${BUILDS[@]}"; do
+	[[ -x $b/livesnap ]] || die "no $b/livesnap: run make first (or set BUILD)"
+done
 for c in redis-server redis-cli cc python3; do
 	command -v "$c" >/dev/null || die "$c not found (bench/redis/install-deps.sh)"
 done
@@ -72,9 +79,11 @@ for ((n = 200000; n < KEYS; n += 500000)); do
 done
 
 for ((run = 1; run <= RUNS; run++)); do
+	LIVESNAP=${BUILDS[(run - 1) % ${#BUILDS[@]}]}/livesnap
 	rm -f "$W/load.ctl" "$W/ping.ctl"
 	mkfifo "$W/load.ctl" "$W/ping.ctl"
-	"$W/loadgen" "$SOCK" 8 "$KEYS" "$VALUE_BYTES" 0 <"$W/load.ctl" >"$W/load.out" &
+	LOADGEN_TICK_MS=$TICK_MS "$W/loadgen" "$SOCK" 8 "$KEYS" "$VALUE_BYTES" 0 <"$W/load.ctl" >"$W/load.out" \
+		2>"$W/ticks.out" &
 	lpid=$!
 	PINGLOOP_TRACE_US=$TRACE_US "$W/pingloop" "$SOCK" 100 <"$W/ping.ctl" >"$W/ping.out" 2>"$W/gaps.out" &
 	ppid=$!
@@ -101,13 +110,13 @@ for ((run = 1; run <= RUNS; run++)); do
 	wait "$lpid" "$ppid" || true
 	rm -f "$W/image.lsnap"
 
-	echo "# run $run of $RUNS: $GIB GiB, $KEYS keys"
+	echo "# run $run of $RUNS: $GIB GiB, $KEYS keys, $LIVESNAP"
 	((rc == 0)) || echo "livesnap dump exited $rc: $(grep -v '^livesnap-debug' "$W/debug.out" | tail -3)"
 	cat "$W/dump.json"
 	echo
 	cat "$W/load.out" "$W/ping.out"
-	# Times from the first event; a gap is placed where it began.
-	python3 - "$W/debug.out" "$W/gaps.out" <<'EOF'
+	# A gap is placed where it began.
+	python3 - "$W/debug.out" "$W/gaps.out" "$W/ticks.out" <<'EOF'
 import re, sys
 ev = []
 for line in open(sys.argv[1]):
@@ -119,9 +128,20 @@ for line in open(sys.argv[2]):
     if m:
         us = int(m.group(1))
         ev.append((float(m.group(2)) - us / 1e6, 'PING gap of %.0f ms begins' % (us / 1000)))
-ev.sort()
+ticks = []
+for line in open(sys.argv[3]):
+    m = re.match(r'tick ([0-9.]+) n=(\d+) max_us=(\d+)', line)
+    if m:
+        ticks.append((float(m.group(1)), int(m.group(2)), int(m.group(3))))
+for i in range(1, len(ticks)):
+    t, n, mx = ticks[i]
+    secs = t - ticks[i - 1][0]
+    ev.append((t, 'load: %6.0f SET/s, longest %5.1f ms (to here)' % (n / secs, mx / 1000)))
+# From 1 s before the dump; times from its first line.
+t0 = min((t for t, what in ev if what.startswith('livesnap')), default=0)
+ev = sorted(x for x in ev if x[0] >= t0 - 1)
 for t, what in ev:
-    print('%8.3f s  %s' % (t - ev[0][0], what))
+    print('%8.3f s  %s' % (t - t0, what))
 EOF
 	if [[ -n ${SCHED_TRACE:-} ]]; then
 		echo "# where redis-server's main thread spent each gap (ms)"
