@@ -115,6 +115,8 @@ for ((run = 1; run <= RUNS; run++)); do
 	cat "$W/dump.json"
 	echo
 	cat "$W/load.out" "$W/ping.out"
+	# The freeze's steps (unstamped debug lines), on one line.
+	sed -n 's/^livesnap-debug: \([^[].*\)/\1/p' "$W/debug.out" | tr -s ' ' | paste -sd';' | sed 's/^/freeze steps: /'
 	# A gap is placed where it began.
 	python3 - "$W/debug.out" "$W/gaps.out" "$W/ticks.out" <<'EOF'
 import re, sys
