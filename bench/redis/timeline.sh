@@ -16,6 +16,8 @@
 # or, alternating two builds on one filled Redis (each a build directory holding a livesnap, which
 # may be a script that sets the environment and runs another), BUILD="build /tmp/old" timeline.sh 4 6.
 # The load's replies per TICK_MS (500) and their longest latency are laid in too.
+# KILL_AFTER=SECONDS kills each dump (SIGKILL) that long after it starts and follows the load 3 s more:
+# what the kernel's clean-up of a killed dump (un-protecting everything at once) costs the target.
 # Settings (environment): BUILD (default build; several, space-separated, are taken in turn), IMGDIR (/var/tmp), TRACE_US (50000), SCHED_TRACE (a
 # file: record the scheduler with `perf sched record` over the dump and, for each gap, show where
 # Redis's main thread spent it: running, runnable but waiting for a CPU (and what held the CPUs), or
@@ -98,8 +100,22 @@ for ((run = 1; run <= RUNS; run++)); do
 		sleep 1
 	fi
 	rc=0
-	LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
-		>"$W/dump.json" 2>"$W/debug.out" || rc=$?
+	if [[ -n ${KILL_AFTER:-} ]]; then
+		# Kill the dump mid-way: the kernel gives the target its memory back when the userfaultfd's
+		# last holder dies; the load's ticks after the kill show what that costs the target.
+		LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
+			>"$W/dump.json" 2>"$W/debug.out" &
+		dpid=$!
+		sleep "$KILL_AFTER"
+		python3 -c 'import time; print("livesnap-debug: [%.6f] killed with SIGKILL (KILL_AFTER)" % time.monotonic())' \
+			>>"$W/debug.out"
+		kill -KILL "$dpid" 2>/dev/null || true
+		wait "$dpid" || rc=$?
+		sleep 3 # the load's ticks through the kernel's clean-up
+	else
+		LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
+			>"$W/dump.json" 2>"$W/debug.out" || rc=$?
+	fi
 	echo "mark after" >&"$lfd"
 	echo "mark after" >&"$pfd"
 	if [[ -n $spid ]]; then kill -INT "$spid"; wait "$spid" || true; fi
