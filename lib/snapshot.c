@@ -569,7 +569,9 @@ static int pool_init(Engine *e, pid_t pid)
         size_t len, populate;
         uint8_t *m;
 
-        e->pool_pages = (size_t)(e->buf_limit >> PAGE_SHIFT_4K) + IMAGE_CHUNK_MAX_PAGES;
+        /* As large as the buffer, and never smaller than one largest chunk (which an empty buffer takes
+         * whatever its limit): the pool is the buffer's memory, all of it touched as the ring turns. */
+        e->pool_pages = MAX((size_t)(e->buf_limit >> PAGE_SHIFT_4K), (size_t)IMAGE_CHUNK_MAX_PAGES);
         e->pool_map = calloc((e->pool_pages + 63) / 64, sizeof(uint64_t));
         if (!e->pool_map)
                 return -ENOMEM;
@@ -599,15 +601,33 @@ static void pool_free(Engine *e)
         free(e->pool_map);
 }
 
+/* A fault may fill the whole buffer, anyone else only three quarters of it: when the disk falls behind,
+ * the room left goes to the target's writes, which are what the target feels. */
+static uint64_t buffer_limit(const Engine *e, bool is_fault)
+{
+        return is_fault ? e->buf_limit : e->buf_limit - e->buf_limit / 4;
+}
+
+/*
+ * Waits until the copier's next window would fit under its limit, before it claims the window's pages:
+ * a fault in a window the copier has claimed waits for the copier to commit it, and so does every
+ * fault after it (one handler), so the copier must not then sit waiting for the disk.
+ */
+static void buffer_wait_room(Engine *e, uint64_t bytes)
+{
+        uint64_t limit = buffer_limit(e, false);
+
+        pthread_mutex_lock(&e->buf_lock);
+        while (!atomic_load(&e->stop) && e->buf_used > 0 && e->buf_used + bytes > limit)
+                pthread_cond_wait(&e->buf_cond, &e->buf_lock);
+        pthread_mutex_unlock(&e->buf_lock);
+}
+
 static Chunk *buffer_get_from(Engine *e, uint64_t vaddr, size_t npages, bool is_fault)
 {
         size_t bytes = npages << PAGE_SHIFT_4K, first = SIZE_MAX;
-        uint64_t t0 = 0;
+        uint64_t t0 = 0, limit = buffer_limit(e, is_fault);
         Chunk *c;
-
-        /* A fault may fill the whole buffer, anyone else only three quarters of it: when the disk falls
-         * behind, the room left goes to the target's writes, which are what the target feels. */
-        uint64_t limit = is_fault ? e->buf_limit : e->buf_limit - e->buf_limit / 4;
 
         c = malloc(sizeof(Chunk) + npages);
         if (!c)
@@ -755,6 +775,8 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
         int r;
 
         addr = ALIGN_DOWN(addr, PAGE_SIZE_4K);
+        if (mode == SAVE_COPY)
+                buffer_wait_room(e, COPY_WINDOW);
 
         pthread_mutex_lock(&e->lock);
         for (;;) {
