@@ -25,8 +25,9 @@
  * this happens inside the freeze, as the prepare phase would leave empty pages unprotected.
  *
  * Copy: three threads besides the caller's.
- *   - the fault handler reads the uffd: a write fault saves the surrounding chunk (64 KiB, or the
- *     whole 2 MiB of a huge page) and un-protects it, which wakes the writer; events move or drop the
+ *   - the fault handler reads the uffd: a write fault saves the surrounding chunk (16 KiB, growing
+ *     to 64 KiB along a sequential writer, or the whole 2 MiB of a huge page) and un-protects it,
+ *     which wakes the writer; events move or drop the
  *     bookkeeping (REMAP, UNMAP) or are pre-empted (REMOVE: the madvise range is saved before the event
  *     is read, because reading it lets the kernel zap the pages);
  *   - the copier, at a lower priority (COPIER_NICE), walks every page still pending in 2 MiB windows
@@ -105,10 +106,21 @@
 #include "ptrace.h"
 #include "util.h"
 
-#ifndef FAULT_WINDOW_KB
-#define FAULT_WINDOW_KB 64
+/*
+ * A write fault saves the window around the faulting page: FAULT_WINDOW_MIN where the target writes here
+ * and there (a Redis SET dirties a page or two at random: saving more around them only fills the buffer
+ * ahead of the disk, and the target then waits for room), doubled up to FAULT_WINDOW_MAX while each fault
+ * lands where the last one's window ended (a sequential writer would otherwise fault once per small
+ * window). See bench/README.md, "The fault window".
+ */
+#ifndef FAULT_WINDOW_MIN_KB
+#define FAULT_WINDOW_MIN_KB 16
 #endif
-#define FAULT_WINDOW ((uint64_t)FAULT_WINDOW_KB << 10)
+#ifndef FAULT_WINDOW_MAX_KB
+#define FAULT_WINDOW_MAX_KB 64
+#endif
+#define FAULT_WINDOW_MIN ((uint64_t)FAULT_WINDOW_MIN_KB << 10)
+#define FAULT_WINDOW_MAX ((uint64_t)FAULT_WINDOW_MAX_KB << 10)
 #define COPY_WINDOW HPAGE_SIZE_2M
 #define FOLLOW_EVERY_US 10000 /* how often the fault handler moves to where the target runs */
 #define FREEZE_PREFAULT (4UL << 20)
@@ -205,6 +217,7 @@ typedef struct Engine {
         bool in_event;
         uint64_t pages_pending;
         uint64_t pages_busy; /* claimed by a saver, not yet committed or reverted */
+        uint64_t fault_run_end, fault_run_window; /* the last fault's window: where it ended, its size */
         ImageHole *holes;
         size_t n_holes, n_holes_allocated;
 
@@ -750,10 +763,21 @@ typedef enum SaveMode {
         SAVE_REMOVE,  /* before a REMOVE event is read: no un-protect (it would fail with EAGAIN) */
 } SaveMode;
 
+/* The window of a fault at addr: twice the last one's if it continues it (lands in the first
+ * FAULT_WINDOW_MIN after its end), else the smallest. */
+static uint64_t fault_window(const Engine *e, uint64_t addr)
+{
+        if (e->fault_run_end > 0 && addr >= e->fault_run_end && addr - e->fault_run_end < FAULT_WINDOW_MIN)
+                return MIN(e->fault_run_window * 2, FAULT_WINDOW_MAX);
+        return FAULT_WINDOW_MIN;
+}
+
 static void window_for(Engine *e, Range *rg, uint64_t addr, SaveMode mode, uint64_t *ret_start, uint64_t *ret_end)
 {
         size_t idx = (addr - rg->start) >> PAGE_SHIFT_4K;
-        uint64_t w = mode == SAVE_COPY || (rg->pages[idx] & PG_HUGE) ? COPY_WINDOW : FAULT_WINDOW;
+        uint64_t w = mode == SAVE_COPY || (rg->pages[idx] & PG_HUGE) ? COPY_WINDOW :
+                     mode == SAVE_FAULT                                ? fault_window(e, addr) :
+                                                                         FAULT_WINDOW_MAX;
 
         *ret_start = MAX(ALIGN_DOWN(addr, w), rg->start);
         *ret_end = MIN(ALIGN_DOWN(addr, w) + w, rg->end);
@@ -808,6 +832,12 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 if (!busy)
                         break;
                 pthread_cond_wait(&e->cond, &e->lock);
+        }
+
+        if (mode == SAVE_FAULT) {
+                /* Only the handler saves for faults, so this is the run it continues next time. */
+                e->fault_run_window = we - ws < FAULT_WINDOW_MIN ? FAULT_WINDOW_MIN : we - ws;
+                e->fault_run_end = we;
         }
 
         /* A fault in a window with nothing left to save (the copier saved it, leaving it protected)
