@@ -376,6 +376,112 @@ static void test_index_full_at_finish(void **state)
         }
 }
 
+/*
+ * The index on disk is sorted (type, then address for PAGES, then offset) and lists every section, however
+ * the writer holds it: thousands of page chunks in shuffled address order, some compressed and some not
+ * (the writer keeps the two kinds apart in memory and merges them when it writes the index), among the
+ * other sections. Read raw from the file, as livesnap-image(5) lays it out.
+ */
+static void test_index_sorted_on_disk(void **state)
+{
+        enum { N = 5000 };
+        _cleanup_free_ char *p = path_in_dir("sorted-index.lsnap");
+        ImageVma vma = { .start = 0x100000, .end = 0x100000 + 2 * N * IMAGE_PAGE_SIZE, .flags = IMAGE_VMA_ANON,
+                         .content = IMAGE_VMA_CONTENT_FULL };
+        ImageWriterOptions o = { .compress_level = 1, .no_sync = true };
+        uint64_t trailer[6], rng = 42, n, idx_off, prev_type = 0, prev_arg = 0, prev_off = 0;
+        size_t order[N], zstd = 0, raw = 0, pages = 0;
+        uint8_t page[IMAGE_PAGE_SIZE];
+        ImageWriter *w = NULL;
+        json_object *meta;
+        char err[256] = "";
+        int fd;
+
+        for (size_t i = 0; i < N; i++)
+                order[i] = i;
+        for (size_t i = N - 1; i > 0; i--) {
+                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                size_t j = (size_t)(rng >> 33) % (i + 1), t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+        }
+
+        assert_int_equal(image_writer_new(p, &o, &w), 0);
+        meta = json_object_new_object();
+        assert_int_equal(image_writer_add_json(w, IMAGE_SECTION_META, meta), 0);
+        json_object_put(meta);
+        for (size_t i = 0; i < N; i++) {
+                /* Every third chunk compresses (one byte repeated); the others are noise and stay raw. */
+                if (order[i] % 3 == 0)
+                        memset(page, 0x41 + (int)(order[i] % 7), sizeof(page));
+                else
+                        for (size_t k = 0; k < sizeof(page) / 8; k++) {
+                                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                                memcpy(page + 8 * k, &rng, 8);
+                        }
+                assert_int_equal(image_writer_add_pages(w, vma.start + 2 * order[i] * IMAGE_PAGE_SIZE, page, 1), 0);
+                if (i == N / 2)
+                        assert_int_equal(image_writer_add_maps(w, &vma, 1), 0);
+        }
+        assert_int_equal(image_writer_finish(w), 0);
+        image_writer_free(w);
+        assert_int_equal(open_and_verify(p, err, sizeof(err)), 0);
+
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        off_t size = lseek(fd, 0, SEEK_END);
+        assert_int_equal(pread(fd, trailer, sizeof(trailer), size - (off_t)sizeof(trailer)), sizeof(trailer));
+        idx_off = trailer[1];
+        n = trailer[4];
+        assert_int_equal(n, N + 2); /* the pages, META and MAPS */
+
+        uint8_t (*e)[40] = calloc(n, 40);
+        assert_non_null(e);
+        assert_int_equal(pread(fd, e, n * 40, (off_t)idx_off + 48), (ssize_t)(n * 40));
+        for (uint64_t i = 0; i < n; i++) {
+                uint32_t type, flags;
+                uint64_t off, arg, raw_len, stored_len, hdr[6];
+
+                memcpy(&type, e[i], 4);
+                memcpy(&flags, e[i] + 4, 4);
+                memcpy(&off, e[i] + 8, 8);
+                memcpy(&arg, e[i] + 16, 8);
+                memcpy(&raw_len, e[i] + 24, 8);
+                memcpy(&stored_len, e[i] + 32, 8);
+                /* sorted */
+                assert_true(type >= prev_type);
+                if (type == prev_type && type == IMAGE_SECTION_PAGES)
+                        assert_true(arg > prev_arg);
+                else if (type == prev_type)
+                        assert_true(off > prev_off);
+                prev_type = type;
+                prev_arg = arg;
+                prev_off = off;
+                /* and each entry is the section it points at */
+                assert_int_equal(pread(fd, hdr, sizeof(hdr), (off_t)off), sizeof(hdr));
+                assert_int_equal(hdr[0] >> 32, type);
+                assert_int_equal((uint32_t)hdr[1], flags);
+                assert_int_equal(hdr[2], arg);
+                assert_int_equal(hdr[3], raw_len);
+                assert_int_equal(hdr[4], stored_len);
+                if (type == IMAGE_SECTION_PAGES) {
+                        pages++;
+                        assert_int_equal(raw_len, IMAGE_PAGE_SIZE);
+                        if (flags & 1)
+                                zstd++;
+                        else {
+                                assert_int_equal(stored_len, raw_len);
+                                raw++;
+                        }
+                }
+        }
+        assert_int_equal(pages, N);
+        assert_true(zstd > 0 && raw > 0);
+        free(e);
+        close(fd);
+        unlink(p);
+}
+
 static void test_bad_arguments(void **state)
 {
         _cleanup_free_ char *p = path_in_dir("a.lsnap");
@@ -551,6 +657,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_round_trip_compressed),
+                cmocka_unit_test(test_index_sorted_on_disk),
                 cmocka_unit_test(test_truncated),
                 cmocka_unit_test(test_corrupted),
                 cmocka_unit_test(test_garbage_and_empty),
