@@ -135,15 +135,26 @@ static int pread_all(int fd, void *p, size_t len, uint64_t off)
         return 0;
 }
 
-static uint64_t section_checksum(const DiskSection *h, const void *payload, size_t len)
+/* A section's checksum, begun: its header with the checksum field zero. The payload follows, in as many
+ * updates as the caller likes. NULL if out of memory. */
+static XXH3_state_t *section_checksum_begin(const DiskSection *h)
 {
         XXH3_state_t *st = XXH3_createState();
         DiskSection copy = *h;
-        uint64_t v;
 
+        if (!st)
+                return NULL;
         copy.checksum = 0;
         XXH3_64bits_reset(st);
         XXH3_64bits_update(st, &copy, sizeof(copy));
+        return st;
+}
+
+static uint64_t section_checksum(const DiskSection *h, const void *payload, size_t len)
+{
+        XXH3_state_t *st = section_checksum_begin(h);
+        uint64_t v;
+
         if (len)
                 XXH3_64bits_update(st, payload, len);
         v = XXH3_64bits_digest(st);
@@ -280,6 +291,7 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
 {
         DiskSection h = { .magic = SECTION_MAGIC, .type = type, .arg = arg, .raw_len = len, .stored_len = len };
         const void *data = payload;
+        bool compact;
         int r;
 
         if (w->opts.compress_level > 0 && type == IMAGE_SECTION_PAGES && len > 0) {
@@ -305,7 +317,8 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
         h.checksum = section_checksum(&h, data, h.stored_len);
 
         /* Room for this section's entry, before anything is written. */
-        if (index_compact(type, flags | index_flags)) {
+        compact = index_compact(type, flags | index_flags);
+        if (compact) {
                 if ((w->n_pages + 1) * sizeof(PagesEntry) > w->pages_mapped) {
                         r = mapping_grow((void **)&w->pages, &w->pages_mapped);
                         if (r < 0)
@@ -324,7 +337,7 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
         if (r < 0)
                 return r;
 
-        if (index_compact(type, flags | index_flags))
+        if (compact)
                 w->pages[w->n_pages++] = (PagesEntry){
                         .offset = w->offset, .vaddr_npages = arg | ((len >> PAGE_SHIFT_4K) - 1),
                 };
@@ -652,11 +665,9 @@ static int writer_index(ImageWriter *w)
         if (w->n_index > 1)
                 qsort(w->index, w->n_index, sizeof(DiskIndexEntry), index_cmp);
 
-        st = XXH3_createState();
+        st = section_checksum_begin(&h);
         if (!st)
                 return -ENOMEM;
-        XXH3_64bits_reset(st);
-        XXH3_64bits_update(st, &h, sizeof(h));
         for (i = j = 0; (k = index_merge(w, &i, &j, batch, ELEMENTSOF(batch))) > 0;)
                 XXH3_64bits_update(st, batch, k * sizeof(DiskIndexEntry));
         h.checksum = XXH3_64bits_digest(st);

@@ -836,7 +836,7 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
 
         if (mode == SAVE_FAULT) {
                 /* Only the handler saves for faults, so this is the run it continues next time. */
-                e->fault_run_window = we - ws < FAULT_WINDOW_MIN ? FAULT_WINDOW_MIN : we - ws;
+                e->fault_run_window = MAX(we - ws, FAULT_WINDOW_MIN);
                 e->fault_run_end = we;
         }
 

@@ -100,22 +100,19 @@ for ((run = 1; run <= RUNS; run++)); do
 		sleep 1
 	fi
 	rc=0
+	LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
+		>"$W/dump.json" 2>"$W/debug.out" &
+	dpid=$!
 	if [[ -n ${KILL_AFTER:-} ]]; then
 		# Kill the dump mid-way: the kernel gives the target its memory back when the userfaultfd's
 		# last holder dies; the load's ticks after the kill show what that costs the target.
-		LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
-			>"$W/dump.json" 2>"$W/debug.out" &
-		dpid=$!
 		sleep "$KILL_AFTER"
 		python3 -c 'import time; print("livesnap-debug: [%.6f] killed with SIGKILL (KILL_AFTER)" % time.monotonic())' \
 			>>"$W/debug.out"
 		kill -KILL "$dpid" 2>/dev/null || true
-		wait "$dpid" || rc=$?
-		sleep 3 # the load's ticks through the kernel's clean-up
-	else
-		LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$RPID" -o "$W/image.lsnap" --json --no-progress \
-			>"$W/dump.json" 2>"$W/debug.out" || rc=$?
 	fi
+	wait "$dpid" || rc=$?
+	[[ -z ${KILL_AFTER:-} ]] || sleep 3 # the load's ticks through the kernel's clean-up
 	echo "mark after" >&"$lfd"
 	echo "mark after" >&"$pfd"
 	if [[ -n $spid ]]; then kill -INT "$spid"; wait "$spid" || true; fi
