@@ -52,7 +52,8 @@
 #define META_MAX (64U << 20) /* largest META/MAPS/HOLES/THREAD/AUXV payload a reader accepts */
 #define WRITE_STAGE (1U << 20) /* bytes per write (see the top) */
 #define WRITE_ALIGN 4096U      /* of the buffer, offsets and lengths of O_DIRECT writes */
-#define INDEX_MAP_MIN (64U << 10) /* the first mapping of each part of the writer's index */
+#define INDEX_MEMORY (1U << 20)  /* bytes of each part of the writer's index held in memory (see IndexPart) */
+#define INDEX_READ_ENTRIES 512U  /* entries read at a time from each run of the index when merging it */
 
 typedef struct DiskHeader {
         char magic[8];
@@ -164,9 +165,38 @@ static uint64_t section_checksum(const DiskSection *h, const void *payload, size
 
 /* ---- writer ---- */
 
+/* A sorted run of one part's entries in the writer's spill file. */
+typedef struct IndexRun {
+        uint64_t offset, n;
+} IndexRun;
+
+/*
+ * One part of the writer's index: entries of one layout, at most cap of them in memory. When that is
+ * full they are sorted and appended to the spill file as a run, and writer_index() merges every run
+ * and what is left in memory. The writer's memory for its index is thus fixed whatever the image's
+ * size (an 8 GiB Redis dumped under load makes ~250k sections: 3.7 MiB held whole); the spill file
+ * takes 16 or 40 bytes a section on the image's file system and is gone when the writer is.
+ */
+typedef struct IndexPart {
+        size_t size; /* of an entry */
+        int (*cmp)(const void *a, const void *b);
+        DiskIndexEntry (*expand)(const void *entry);
+        uint8_t *mem; /* mapped at first use, cap * size bytes */
+        size_t n, cap;
+        IndexRun *runs;
+        size_t n_runs;
+        uint64_t total; /* entries, spilled or not */
+} IndexPart;
+
+enum {
+        PART_PAGES, /* uncompressed PAGES sections (all of them unless compressing) as 16-byte PagesEntry */
+        PART_OTHER, /* every other section as its DiskIndexEntry */
+        _PART_MAX,
+};
+
 struct ImageWriter {
-        int fd, dir_fd;
-        char *path, *tmp_path; /* tmp_path: named temporary (no O_TMPFILE) */
+        int fd, dir_fd, spill_fd;
+        char *path, *dir, *tmp_path; /* tmp_path: named temporary (no O_TMPFILE) */
         bool tmpfile, finished;
         ImageWriterOptions opts;
         ImageWriterStats stats;
@@ -175,12 +205,8 @@ struct ImageWriter {
         size_t stage_len;
         uint64_t stage_off; /* where stage[0] goes in the file: a multiple of WRITE_STAGE */
         bool direct;        /* fd is O_DIRECT */
-        /* The index, in two parts: uncompressed PAGES sections (all of them unless compressing) as 16-byte
-         * PagesEntry, every other section as its DiskIndexEntry. Merged in index order when written. */
-        PagesEntry *pages;
-        size_t n_pages, pages_mapped;
-        DiskIndexEntry *index;
-        size_t n_index, index_mapped;
+        IndexPart parts[_PART_MAX]; /* the index, merged in index order when written */
+        uint64_t spill_size;
         ZSTD_CCtx *cctx;
         void *zbuf;
         size_t zbuf_size;
@@ -263,22 +289,42 @@ static int stage_flush(ImageWriter *w)
         return 0;
 }
 
-/*
- * The index grows with the image: one entry per section, ~250k for an 8 GiB Redis dumped under load.
- * Its parts live in mappings of their own, doubled with mremap(), so nothing is copied as they grow and
- * what they cost does not depend on malloc's thresholds.
- */
-static int mapping_grow(void **p, size_t *mapped)
+static int index_cmp(const void *a, const void *b)
 {
-        size_t bytes = MAX(*mapped * 2, (size_t)INDEX_MAP_MIN);
-        void *q = *p ? mremap(*p, *mapped, bytes, MREMAP_MAYMOVE) :
-                       mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        const DiskIndexEntry *x = a, *y = b;
 
-        if (q == MAP_FAILED)
-                return -ENOMEM;
-        *p = q;
-        *mapped = bytes;
-        return 0;
+        if (x->type != y->type)
+                return x->type < y->type ? -1 : 1;
+        if (x->type == IMAGE_SECTION_PAGES && x->arg != y->arg)
+                return x->arg < y->arg ? -1 : 1;
+        return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int pages_entry_cmp(const void *a, const void *b)
+{
+        const PagesEntry *x = a, *y = b;
+        uint64_t vx = x->vaddr_npages & ~(uint64_t)(IMAGE_PAGE_SIZE - 1),
+                 vy = y->vaddr_npages & ~(uint64_t)(IMAGE_PAGE_SIZE - 1);
+
+        if (vx != vy)
+                return vx < vy ? -1 : 1;
+        return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static DiskIndexEntry pages_entry_expand(const void *entry)
+{
+        const PagesEntry *p = entry;
+        uint64_t len = ((p->vaddr_npages & (IMAGE_PAGE_SIZE - 1)) + 1) * IMAGE_PAGE_SIZE;
+
+        return (DiskIndexEntry){
+                .type = IMAGE_SECTION_PAGES, .offset = p->offset,
+                .arg = p->vaddr_npages & ~(uint64_t)(IMAGE_PAGE_SIZE - 1), .raw_len = len, .stored_len = len,
+        };
+}
+
+static DiskIndexEntry index_entry_expand(const void *entry)
+{
+        return *(const DiskIndexEntry *)entry;
 }
 
 static bool index_compact(uint32_t type, uint32_t flags)
@@ -286,12 +332,80 @@ static bool index_compact(uint32_t type, uint32_t flags)
         return type == IMAGE_SECTION_PAGES && flags == 0;
 }
 
+/* A temporary file in dir (dir_fd): unnamed with O_TMPFILE where the file system has it; else made
+ * with mkostemp() and its name returned in *ret_name (for the caller to rename or unlink). */
+static int tmpfile_open(int dir_fd, const char *dir, const char *base, char **ret_name)
+{
+        _cleanup_free_ char *name = NULL;
+        int fd;
+
+        *ret_name = NULL;
+        fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0)
+                return fd;
+        if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+                return -errno;
+        if (asprintf(&name, "%s/.%s.XXXXXX", dir, base) < 0)
+                return -ENOMEM;
+        fd = mkostemp(name, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        *ret_name = TAKE_PTR(name);
+        return fd;
+}
+
+/* Appends the part's entries in memory, sorted, to the spill file as a run, and empties the memory. */
+static int index_spill(ImageWriter *w, IndexPart *part)
+{
+        IndexRun *runs;
+        int r;
+
+        if (w->spill_fd < 0) {
+                _cleanup_free_ char *b = strdup(w->path), *name = NULL;
+
+                if (!b)
+                        return -ENOMEM;
+                r = tmpfile_open(w->dir_fd, w->dir, basename(b), &name);
+                if (r < 0)
+                        return r;
+                w->spill_fd = r;
+                if (name)
+                        (void)unlink(name);
+        }
+        runs = reallocarray(part->runs, part->n_runs + 1, sizeof(IndexRun));
+        if (!runs)
+                return -ENOMEM;
+        part->runs = runs;
+
+        qsort(part->mem, part->n, part->size, part->cmp);
+        r = pwrite_all(w->spill_fd, part->mem, part->n * part->size, w->spill_size);
+        if (r < 0)
+                return r;
+        part->runs[part->n_runs++] = (IndexRun){ .offset = w->spill_size, .n = part->n };
+        w->spill_size += part->n * part->size;
+        part->n = 0;
+        return 0;
+}
+
+/* Room in memory for one more entry of the part. */
+static int index_room(ImageWriter *w, IndexPart *part)
+{
+        if (!part->mem) {
+                void *p = mmap(NULL, part->cap * part->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                               -1, 0);
+                if (p == MAP_FAILED)
+                        return -ENOMEM;
+                part->mem = p;
+        }
+        return part->n < part->cap ? 0 : index_spill(w, part);
+}
+
 static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_t index_flags, uint64_t arg,
                           const void *payload, size_t len)
 {
         DiskSection h = { .magic = SECTION_MAGIC, .type = type, .arg = arg, .raw_len = len, .stored_len = len };
         const void *data = payload;
-        bool compact;
+        IndexPart *part;
         int r;
 
         if (w->opts.compress_level > 0 && type == IMAGE_SECTION_PAGES && len > 0) {
@@ -317,18 +431,10 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
         h.checksum = section_checksum(&h, data, h.stored_len);
 
         /* Room for this section's entry, before anything is written. */
-        compact = index_compact(type, flags | index_flags);
-        if (compact) {
-                if ((w->n_pages + 1) * sizeof(PagesEntry) > w->pages_mapped) {
-                        r = mapping_grow((void **)&w->pages, &w->pages_mapped);
-                        if (r < 0)
-                                return r;
-                }
-        } else if ((w->n_index + 1) * sizeof(DiskIndexEntry) > w->index_mapped) {
-                r = mapping_grow((void **)&w->index, &w->index_mapped);
-                if (r < 0)
-                        return r;
-        }
+        part = &w->parts[index_compact(type, flags | index_flags) ? PART_PAGES : PART_OTHER];
+        r = index_room(w, part);
+        if (r < 0)
+                return r;
 
         r = stage_append(w, &h, sizeof(h));
         if (r < 0)
@@ -337,15 +443,16 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
         if (r < 0)
                 return r;
 
-        if (compact)
-                w->pages[w->n_pages++] = (PagesEntry){
+        if (part == &w->parts[PART_PAGES])
+                ((PagesEntry *)part->mem)[part->n++] = (PagesEntry){
                         .offset = w->offset, .vaddr_npages = arg | ((len >> PAGE_SHIFT_4K) - 1),
                 };
         else
-                w->index[w->n_index++] = (DiskIndexEntry){
+                ((DiskIndexEntry *)part->mem)[part->n++] = (DiskIndexEntry){
                         .type = type, .flags = flags | index_flags, .offset = w->offset, .arg = arg,
                         .raw_len = len, .stored_len = h.stored_len,
                 };
+        part->total++;
         w->offset += sizeof(h) + h.stored_len;
         w->stats.bytes_written = w->offset;
         return 0;
@@ -353,9 +460,9 @@ static int writer_section(ImageWriter *w, uint32_t type, uint32_t flags, uint32_
 
 int image_writer_new(const char *path, const ImageWriterOptions *opts, ImageWriter **ret)
 {
+        _cleanup_free_ char *base = NULL;
+        size_t index_memory;
         ImageWriter *w;
-        _cleanup_free_ char *copy = NULL;
-        const char *dir;
         DiskHeader h = {};
         int r;
 
@@ -365,43 +472,37 @@ int image_writer_new(const char *path, const ImageWriterOptions *opts, ImageWrit
         w = calloc(1, sizeof(*w));
         if (!w)
                 return -ENOMEM;
-        w->fd = w->dir_fd = -EBADF;
+        w->fd = w->dir_fd = w->spill_fd = -EBADF;
         if (opts)
                 w->opts = *opts;
+        index_memory = w->opts.index_memory ?: INDEX_MEMORY;
+        w->parts[PART_PAGES] = (IndexPart){ .size = sizeof(PagesEntry), .cmp = pages_entry_cmp,
+                                            .expand = pages_entry_expand };
+        w->parts[PART_OTHER] = (IndexPart){ .size = sizeof(DiskIndexEntry), .cmp = index_cmp,
+                                            .expand = index_entry_expand };
+        for (size_t p = 0; p < _PART_MAX; p++)
+                w->parts[p].cap = MAX(index_memory / w->parts[p].size, (size_t)1);
+
         w->path = strdup(path);
-        copy = strdup(path);
-        if (!w->path || !copy) {
+        w->dir = strdup(path);
+        base = strdup(path);
+        if (!w->path || !w->dir || !base) {
                 r = -ENOMEM;
                 goto fail;
         }
-        dir = dirname(copy);
+        dirname(w->dir);
 
-        w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        w->dir_fd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (w->dir_fd < 0) {
                 r = -errno;
                 goto fail;
         }
 
-        w->fd = openat(w->dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        if (w->fd >= 0)
-                w->tmpfile = true;
-        else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
-                _cleanup_free_ char *b = strdup(path);
-                if (!b || asprintf(&w->tmp_path, "%s/.%s.XXXXXX", dir, basename(b)) < 0) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                w->fd = mkostemp(w->tmp_path, O_CLOEXEC);
-                if (w->fd < 0) {
-                        r = -errno;
-                        free(w->tmp_path);
-                        w->tmp_path = NULL;
-                        goto fail;
-                }
-        } else {
-                r = -errno;
+        r = tmpfile_open(w->dir_fd, w->dir, basename(base), &w->tmp_path);
+        if (r < 0)
                 goto fail;
-        }
+        w->fd = r;
+        w->tmpfile = !w->tmp_path;
 
         r = posix_memalign((void **)&w->stage, WRITE_ALIGN, WRITE_STAGE);
         if (r != 0) {
@@ -591,93 +692,191 @@ void image_writer_get_stats(ImageWriter *w, ImageWriterStats *ret)
                 *ret = w->stats;
 }
 
-static int index_cmp(const void *a, const void *b)
-{
-        const DiskIndexEntry *x = a, *y = b;
+/* Merging the index's runs, a heap of sources ordered by their head entry. A source is a run in the
+ * spill file, read INDEX_READ_ENTRIES at a time, or a part's entries left in memory. */
+typedef struct MergeSource {
+        const IndexPart *part;
+        uint8_t *buf; /* NULL: reads from the part's memory */
+        const uint8_t *at, *end;
+        uint64_t offset, left; /* in the spill file: the next entries not yet read */
+        DiskIndexEntry head;
+} MergeSource;
 
-        if (x->type != y->type)
-                return x->type < y->type ? -1 : 1;
-        if (x->type == IMAGE_SECTION_PAGES && x->arg != y->arg)
-                return x->arg < y->arg ? -1 : 1;
-        return x->offset < y->offset ? -1 : x->offset > y->offset;
+typedef struct IndexMerge {
+        int fd;
+        MergeSource *src;
+        size_t n_src;
+        size_t *heap, n_heap; /* sources with entries left, as indexes into src */
+} IndexMerge;
+
+/* Moves the source's next entry into its head: 1, or 0 if it has none left. */
+static int source_next(IndexMerge *m, MergeSource *s)
+{
+        if (s->at == s->end) {
+                size_t n = (size_t)MIN(s->left, (uint64_t)INDEX_READ_ENTRIES);
+                int r;
+
+                if (n == 0)
+                        return 0;
+                r = pread_all(m->fd, s->buf, n * s->part->size, s->offset);
+                if (r < 0)
+                        return r;
+                s->offset += n * s->part->size;
+                s->left -= n;
+                s->at = s->buf;
+                s->end = s->buf + n * s->part->size;
+        }
+        s->head = s->part->expand(s->at);
+        s->at += s->part->size;
+        return 1;
 }
 
-static int pages_entry_cmp(const void *a, const void *b)
+static bool heap_less(const IndexMerge *m, size_t a, size_t b)
 {
-        const PagesEntry *x = a, *y = b;
-        uint64_t vx = x->vaddr_npages & ~(uint64_t)(IMAGE_PAGE_SIZE - 1),
-                 vy = y->vaddr_npages & ~(uint64_t)(IMAGE_PAGE_SIZE - 1);
-
-        if (vx != vy)
-                return vx < vy ? -1 : 1;
-        return x->offset < y->offset ? -1 : x->offset > y->offset;
+        return index_cmp(&m->src[m->heap[a]].head, &m->src[m->heap[b]].head) < 0;
 }
 
-static DiskIndexEntry pages_entry_expand(const PagesEntry *p)
+static void heap_down(IndexMerge *m, size_t i)
 {
-        uint64_t len = ((p->vaddr_npages & (IMAGE_PAGE_SIZE - 1)) + 1) * IMAGE_PAGE_SIZE;
+        for (;;) {
+                size_t l = 2 * i + 1, least = i, t;
 
-        return (DiskIndexEntry){
-                .type = IMAGE_SECTION_PAGES, .offset = p->offset,
-                .arg = p->vaddr_npages & ~(uint64_t)(IMAGE_PAGE_SIZE - 1), .raw_len = len, .stored_len = len,
-        };
+                if (l < m->n_heap && heap_less(m, l, least))
+                        least = l;
+                if (l + 1 < m->n_heap && heap_less(m, l + 1, least))
+                        least = l + 1;
+                if (least == i)
+                        return;
+                t = m->heap[i];
+                m->heap[i] = m->heap[least];
+                m->heap[least] = t;
+                i = least;
+        }
 }
 
-/* Fills out[] with up to n entries of the sorted index, merging its two parts from *i and *j on.
- * Returns how many. */
-static size_t index_merge(const ImageWriter *w, size_t *i, size_t *j, DiskIndexEntry *out, size_t n)
+static void index_merge_done(IndexMerge *m)
+{
+        for (size_t i = 0; i < m->n_src; i++)
+                free(m->src[i].buf);
+        free(m->src);
+        free(m->heap);
+        *m = (IndexMerge){};
+}
+
+/* Sets up a merge of every run and what each part holds in memory (sorted first). */
+static int index_merge_start(ImageWriter *w, IndexMerge *m)
+{
+        size_t n = 0;
+        int r;
+
+        *m = (IndexMerge){ .fd = w->spill_fd };
+        for (size_t p = 0; p < _PART_MAX; p++)
+                n += w->parts[p].n_runs + 1;
+        m->src = calloc(n, sizeof(MergeSource));
+        m->heap = calloc(n, sizeof(size_t));
+        if (!m->src || !m->heap) {
+                index_merge_done(m);
+                return -ENOMEM;
+        }
+
+        for (size_t p = 0; p < _PART_MAX; p++) {
+                IndexPart *part = &w->parts[p];
+
+                for (size_t i = 0; i < part->n_runs; i++)
+                        m->src[m->n_src++] = (MergeSource){ .part = part, .offset = part->runs[i].offset,
+                                                            .left = part->runs[i].n };
+                if (part->n == 0)
+                        continue;
+                qsort(part->mem, part->n, part->size, part->cmp);
+                m->src[m->n_src++] = (MergeSource){ .part = part, .at = part->mem,
+                                                    .end = part->mem + part->n * part->size };
+        }
+
+        for (size_t i = 0; i < m->n_src; i++) {
+                MergeSource *s = &m->src[i];
+
+                if (s->left > 0) {
+                        s->buf = malloc(INDEX_READ_ENTRIES * s->part->size);
+                        if (!s->buf) {
+                                index_merge_done(m);
+                                return -ENOMEM;
+                        }
+                }
+                r = source_next(m, s);
+                if (r < 0) {
+                        index_merge_done(m);
+                        return r;
+                }
+                m->heap[m->n_heap++] = i;
+        }
+        for (size_t i = m->n_heap / 2; i-- > 0;)
+                heap_down(m, i);
+        return 0;
+}
+
+/* Fills out[] with up to n entries of the index, in order. Returns how many, 0 at the end. */
+static ssize_t index_merge_next(IndexMerge *m, DiskIndexEntry *out, size_t n)
 {
         size_t k = 0;
 
-        for (; k < n && (*i < w->n_pages || *j < w->n_index); k++) {
-                DiskIndexEntry p;
+        while (k < n && m->n_heap > 0) {
+                MergeSource *s = &m->src[m->heap[0]];
+                int r;
 
-                if (*i < w->n_pages) {
-                        p = pages_entry_expand(&w->pages[*i]);
-                        if (*j >= w->n_index || index_cmp(&p, &w->index[*j]) < 0) {
-                                out[k] = p;
-                                (*i)++;
-                                continue;
-                        }
-                }
-                out[k] = w->index[(*j)++];
+                out[k++] = s->head;
+                r = source_next(m, s);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        m->heap[0] = m->heap[--m->n_heap];
+                heap_down(m, 0);
         }
-        return k;
+        return (ssize_t)k;
 }
 
-/* The INDEX section: every other section's entry, sorted (see index_cmp), made from the two parts in
- * two passes, one for the checksum and one to write, a batch at a time: never the whole index at 40
- * bytes an entry in memory. */
+/* The INDEX section: every other section's entry, sorted (see index_cmp), merged from the parts' runs
+ * twice, once for the checksum and once to write, a batch at a time: never the whole index at 40 bytes
+ * an entry in memory. */
 static int writer_index(ImageWriter *w)
 {
-        uint64_t n = w->n_pages + w->n_index;
+        uint64_t n = w->parts[PART_PAGES].total + w->parts[PART_OTHER].total;
         DiskSection h = {
                 .magic = SECTION_MAGIC, .type = IMAGE_SECTION_INDEX, .arg = n,
                 .raw_len = n * sizeof(DiskIndexEntry), .stored_len = n * sizeof(DiskIndexEntry),
         };
         DiskIndexEntry batch[256];
+        IndexMerge m;
         XXH3_state_t *st;
-        size_t i, j, k;
+        ssize_t k;
         int r;
-
-        if (w->n_pages > 1)
-                qsort(w->pages, w->n_pages, sizeof(PagesEntry), pages_entry_cmp);
-        if (w->n_index > 1)
-                qsort(w->index, w->n_index, sizeof(DiskIndexEntry), index_cmp);
 
         st = section_checksum_begin(&h);
         if (!st)
                 return -ENOMEM;
-        for (i = j = 0; (k = index_merge(w, &i, &j, batch, ELEMENTSOF(batch))) > 0;)
-                XXH3_64bits_update(st, batch, k * sizeof(DiskIndexEntry));
+        r = index_merge_start(w, &m);
+        if (r < 0) {
+                XXH3_freeState(st);
+                return r;
+        }
+        while ((k = index_merge_next(&m, batch, ELEMENTSOF(batch))) > 0)
+                XXH3_64bits_update(st, batch, (size_t)k * sizeof(DiskIndexEntry));
+        index_merge_done(&m);
         h.checksum = XXH3_64bits_digest(st);
         XXH3_freeState(st);
+        if (k < 0)
+                return (int)k;
 
-        r = stage_append(w, &h, sizeof(h));
-        for (i = j = 0; r >= 0 && (k = index_merge(w, &i, &j, batch, ELEMENTSOF(batch))) > 0;)
-                r = stage_append(w, batch, k * sizeof(DiskIndexEntry));
+        r = index_merge_start(w, &m);
         if (r < 0)
                 return r;
+        r = stage_append(w, &h, sizeof(h));
+        while (r >= 0 && (k = index_merge_next(&m, batch, ELEMENTSOF(batch))) > 0)
+                r = stage_append(w, batch, (size_t)k * sizeof(DiskIndexEntry));
+        index_merge_done(&m);
+        if (r < 0)
+                return r;
+        if (k < 0)
+                return (int)k;
         w->offset += sizeof(h) + h.stored_len;
         w->stats.bytes_written = w->offset;
         return 0;
@@ -701,7 +900,7 @@ int image_writer_finish(ImageWriter *w)
         t.index_offset = index_offset;
         t.index_size = w->offset - index_offset;
         t.file_size = w->offset + sizeof(t);
-        t.n_entries = w->n_pages + w->n_index;
+        t.n_entries = w->parts[PART_PAGES].total + w->parts[PART_OTHER].total;
         t.checksum = XXH32(&t, offsetof(DiskTrailer, checksum), 0);
         r = stage_append(w, &t, sizeof(t));
         if (r >= 0)
@@ -757,11 +956,14 @@ ImageWriter *image_writer_free(ImageWriter *w)
         }
         safe_close(w->fd);
         safe_close(w->dir_fd);
+        safe_close(w->spill_fd);
         free(w->path);
-        if (w->pages)
-                (void)munmap(w->pages, w->pages_mapped);
-        if (w->index)
-                (void)munmap(w->index, w->index_mapped);
+        free(w->dir);
+        for (size_t p = 0; p < _PART_MAX; p++) {
+                if (w->parts[p].mem)
+                        (void)munmap(w->parts[p].mem, w->parts[p].cap * w->parts[p].size);
+                free(w->parts[p].runs);
+        }
         free(w->zbuf);
         free(w->stage);
         ZSTD_freeCCtx(w->cctx);

@@ -111,6 +111,8 @@ typedef struct ImageWriterOptions {
         int compress_level; /* 0: no compression; 1..19: zstd level per chunk */
         bool no_sync;       /* skip fsync (tests only) */
         bool no_direct;     /* write through the page cache even where O_DIRECT is taken */
+        size_t index_memory; /* bytes of index entries of each kind held in memory before they are sorted
+                              * and spilled to a temporary file beside the image; 0: 1 MiB (tests: less) */
 } ImageWriterOptions;
 
 typedef struct ImageWriterStats {

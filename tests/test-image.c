@@ -345,7 +345,8 @@ static void test_replace_atomically(void **state)
 
 /* An image of exactly 256 sections besides the index, then 512: the index array is full when the INDEX
  * section is written, and growing it then freed the very payload being written (use after free; the
- * image's index came out corrupt). */
+ * image's index came out corrupt). Then with the writer's memory for page entries exactly as many as
+ * there are, and one fewer (one run spilled, one entry left in memory). */
 static void test_index_full_at_finish(void **state)
 {
         _cleanup_free_ char *p = path_in_dir("full-index.lsnap");
@@ -356,9 +357,11 @@ static void test_index_full_at_finish(void **state)
         uint8_t page[IMAGE_PAGE_SIZE];
         char err[256] = "";
 
-        for (size_t n_sections = 256; n_sections <= 512; n_sections *= 2) {
+        for (size_t v = 0; v < 6; v++) {
+                size_t n_sections = v % 2 ? 512 : 256;
                 ImageWriter *w = NULL;
 
+                o.index_memory = v < 2 ? 0 : (n_sections - 2 - (v >= 4)) * 16;
                 assert_int_equal(image_writer_new(p, &o, &w), 0);
                 /* META and MAPS, then page chunks of one page each, apart so they stay separate sections. */
                 meta = json_object_new_object();
@@ -376,30 +379,24 @@ static void test_index_full_at_finish(void **state)
         }
 }
 
-/*
- * The index on disk is sorted (type, then address for PAGES, then offset) and lists every section, however
- * the writer holds it: thousands of page chunks in shuffled address order, some compressed and some not
- * (the writer keeps the two kinds apart in memory and merges them when it writes the index), among the
- * other sections. Read raw from the file, as livesnap-image(5) lays it out.
- */
-static void test_index_sorted_on_disk(void **state)
+enum { SHUFFLED_N = 5000 };
+
+/* Writes SHUFFLED_N one-page chunks in shuffled address order, every third compressible, with META
+ * first and MAPS half way; the same bytes for the same index_memory. */
+static void write_shuffled(const char *p, size_t index_memory)
 {
-        enum { N = 5000 };
-        _cleanup_free_ char *p = path_in_dir("sorted-index.lsnap");
-        ImageVma vma = { .start = 0x100000, .end = 0x100000 + 2 * N * IMAGE_PAGE_SIZE, .flags = IMAGE_VMA_ANON,
-                         .content = IMAGE_VMA_CONTENT_FULL };
-        ImageWriterOptions o = { .compress_level = 1, .no_sync = true };
-        uint64_t trailer[6], rng = 42, n, idx_off, prev_type = 0, prev_arg = 0, prev_off = 0;
-        size_t order[N], zstd = 0, raw = 0, pages = 0;
+        ImageVma vma = { .start = 0x100000, .end = 0x100000 + 2 * SHUFFLED_N * IMAGE_PAGE_SIZE,
+                         .flags = IMAGE_VMA_ANON, .content = IMAGE_VMA_CONTENT_FULL };
+        ImageWriterOptions o = { .compress_level = 1, .no_sync = true, .index_memory = index_memory };
+        uint64_t rng = 42;
+        size_t order[SHUFFLED_N];
         uint8_t page[IMAGE_PAGE_SIZE];
         ImageWriter *w = NULL;
         json_object *meta;
-        char err[256] = "";
-        int fd;
 
-        for (size_t i = 0; i < N; i++)
+        for (size_t i = 0; i < SHUFFLED_N; i++)
                 order[i] = i;
-        for (size_t i = N - 1; i > 0; i--) {
+        for (size_t i = SHUFFLED_N - 1; i > 0; i--) {
                 rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
                 size_t j = (size_t)(rng >> 33) % (i + 1), t = order[i];
                 order[i] = order[j];
@@ -410,7 +407,7 @@ static void test_index_sorted_on_disk(void **state)
         meta = json_object_new_object();
         assert_int_equal(image_writer_add_json(w, IMAGE_SECTION_META, meta), 0);
         json_object_put(meta);
-        for (size_t i = 0; i < N; i++) {
+        for (size_t i = 0; i < SHUFFLED_N; i++) {
                 /* Every third chunk compresses (one byte repeated); the others are noise and stay raw. */
                 if (order[i] % 3 == 0)
                         memset(page, 0x41 + (int)(order[i] % 7), sizeof(page));
@@ -420,21 +417,29 @@ static void test_index_sorted_on_disk(void **state)
                                 memcpy(page + 8 * k, &rng, 8);
                         }
                 assert_int_equal(image_writer_add_pages(w, vma.start + 2 * order[i] * IMAGE_PAGE_SIZE, page, 1), 0);
-                if (i == N / 2)
+                if (i == SHUFFLED_N / 2)
                         assert_int_equal(image_writer_add_maps(w, &vma, 1), 0);
         }
         assert_int_equal(image_writer_finish(w), 0);
         image_writer_free(w);
-        assert_int_equal(open_and_verify(p, err, sizeof(err)), 0);
+}
 
+/* Asserts that the index on disk is sorted and that each entry is the section it points at. */
+static void check_index_sorted(const char *p)
+{
+        uint64_t trailer[6], n, idx_off, prev_type = 0, prev_arg = 0, prev_off = 0;
+        size_t zstd = 0, raw = 0, pages = 0;
+        char err[256] = "";
+        int fd;
+
+        assert_int_equal(open_and_verify(p, err, sizeof(err)), 0);
         fd = open(p, O_RDONLY | O_CLOEXEC);
         assert_true(fd >= 0);
         off_t size = lseek(fd, 0, SEEK_END);
         assert_int_equal(pread(fd, trailer, sizeof(trailer), size - (off_t)sizeof(trailer)), sizeof(trailer));
         idx_off = trailer[1];
         n = trailer[4];
-        assert_int_equal(n, N + 2); /* the pages, META and MAPS */
-
+        assert_int_equal(n, SHUFFLED_N + 2); /* the pages, META and MAPS */
         uint8_t (*e)[40] = calloc(n, 40);
         assert_non_null(e);
         assert_int_equal(pread(fd, e, n * 40, (off_t)idx_off + 48), (ssize_t)(n * 40));
@@ -475,11 +480,38 @@ static void test_index_sorted_on_disk(void **state)
                         }
                 }
         }
-        assert_int_equal(pages, N);
+        assert_int_equal(pages, SHUFFLED_N);
         assert_true(zstd > 0 && raw > 0);
         free(e);
         close(fd);
+}
+
+
+/*
+ * The index on disk is sorted (type, then address for PAGES, then offset) and lists every section, however
+ * the writer holds it: thousands of page chunks in shuffled address order, some compressed and some not
+ * (the writer keeps the two kinds apart in memory and merges them when it writes the index), among the
+ * other sections. Read raw from the file, as livesnap-image(5) lays it out. Then again with the writer
+ * holding only 4 KiB of each kind in memory, so that both kinds go to its spill file in sorted runs
+ * (20 and 33) that it merges: the file must be the same, byte for byte.
+ */
+static void test_index_sorted_on_disk(void **state)
+{
+        _cleanup_free_ char *p = path_in_dir("sorted-index.lsnap"), *q = path_in_dir("sorted-index-spilled.lsnap");
+        _cleanup_free_ uint8_t *a = NULL, *b = NULL;
+        size_t la = 0, lb = 0;
+
+        write_shuffled(p, 0);
+        check_index_sorted(p);
+        write_shuffled(q, 4096);
+        check_index_sorted(q);
+
+        assert_int_equal(read_file(p, &a, &la), 0);
+        assert_int_equal(read_file(q, &b, &lb), 0);
+        assert_int_equal(la, lb);
+        assert_memory_equal(a, b, la);
         unlink(p);
+        unlink(q);
 }
 
 static void test_bad_arguments(void **state)
@@ -652,6 +684,52 @@ static void test_full_disk(void **state)
         rmdir(mnt);
 }
 
+/* The disk fills while the writer spills its index (one entry in memory, so every section spills one;
+ * pages that compress to a few bytes, so the image itself stays in the writer's 1 MiB stage): ENOSPC
+ * from the section that meets it, and nothing left behind. */
+static void test_full_disk_spill(void **state)
+{
+        char mnt[] = "/tmp/test-image-spill.XXXXXX";
+        ImageWriterOptions o = { .compress_level = 1, .index_memory = 1 };
+        _cleanup_free_ char *p = NULL, *filler = NULL;
+        uint8_t page[IMAGE_PAGE_SIZE], chunk[4096] = {};
+        ImageWriter *w = NULL;
+        size_t i;
+        int fd, r = 0;
+
+        assert_non_null(mkdtemp(mnt));
+        if (mount("none", mnt, "tmpfs", 0, "size=256k") < 0) {
+                rmdir(mnt);
+                skip(); /* needs root: say so in the output */
+        }
+        /* All but 8 KiB of the file system taken. */
+        assert_true(asprintf(&filler, "%s/filler", mnt) > 0);
+        fd = open(filler, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        while (write(fd, chunk, sizeof(chunk)) == (ssize_t)sizeof(chunk))
+                ;
+        assert_int_equal(ftruncate(fd, lseek(fd, 0, SEEK_CUR) - 2 * (off_t)sizeof(chunk)), 0);
+        close(fd);
+
+        assert_true(asprintf(&p, "%s/spill.lsnap", mnt) > 0);
+        assert_int_equal(image_writer_new(p, &o, &w), 0);
+        memset(page, 0x5a, sizeof(page));
+        for (i = 0; i < 10000 && r >= 0; i++)
+                r = image_writer_add_pages(w, 0x100000 + 2 * i * IMAGE_PAGE_SIZE, page, 1);
+        assert_int_equal(r, -ENOSPC);
+        assert_true(i > 100); /* 8 KiB of spill file took some hundred entries */
+        image_writer_free(w);
+        assert_int_equal(access(p, F_OK), -1);
+        assert_int_equal(unlink(filler), 0);
+        DIR *d = opendir(mnt);
+        assert_non_null(d);
+        for (struct dirent *de; (de = readdir(d));)
+                assert_true(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0);
+        closedir(d);
+        assert_int_equal(umount(mnt), 0);
+        rmdir(mnt);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -666,6 +744,7 @@ int main(void)
                 cmocka_unit_test(test_index_full_at_finish),
                 cmocka_unit_test(test_bad_arguments),
                 cmocka_unit_test(test_full_disk),
+                cmocka_unit_test(test_full_disk_spill),
                 cmocka_unit_test(test_direct_and_buffered),
                 cmocka_unit_test(test_full_disk_at_finish),
         };
