@@ -354,6 +354,42 @@ static int tmpfile_open(int dir_fd, const char *dir, const char *base, char **re
         return fd;
 }
 
+/*
+ * Sorts a part's entries in place (heapsort). glibc's qsort() mallocs a copy of the array to merge-sort
+ * it, and the heap keeps that megabyte resident once malloc's threshold has risen past it: as much
+ * again as the part itself, which is what spilling it saves.
+ */
+static void index_sort(IndexPart *part)
+{
+        uint8_t *v = part->mem, t[sizeof(DiskIndexEntry)];
+        size_t z = part->size;
+
+        assert(z <= sizeof(t));
+#define AT(i) (v + (i) * z)
+#define SWAP(i, j) (memcpy(t, AT(i), z), memcpy(AT(i), AT(j), z), memcpy(AT(j), t, z))
+        for (size_t n = part->n, start = n / 2, end = n; end > 1;) {
+                size_t root, child;
+
+                if (start > 0)
+                        root = --start; /* building the heap */
+                else {
+                        end--;
+                        SWAP(0, end); /* its largest to the end */
+                        root = 0;
+                }
+                while ((child = 2 * root + 1) < end) {
+                        if (child + 1 < end && part->cmp(AT(child), AT(child + 1)) < 0)
+                                child++;
+                        if (part->cmp(AT(root), AT(child)) >= 0)
+                                break;
+                        SWAP(root, child);
+                        root = child;
+                }
+        }
+#undef SWAP
+#undef AT
+}
+
 /* Appends the part's entries in memory, sorted, to the spill file as a run, and empties the memory. */
 static int index_spill(ImageWriter *w, IndexPart *part)
 {
@@ -377,7 +413,7 @@ static int index_spill(ImageWriter *w, IndexPart *part)
                 return -ENOMEM;
         part->runs = runs;
 
-        qsort(part->mem, part->n, part->size, part->cmp);
+        index_sort(part);
         r = pwrite_all(w->spill_fd, part->mem, part->n * part->size, w->spill_size);
         if (r < 0)
                 return r;
@@ -787,7 +823,7 @@ static int index_merge_start(ImageWriter *w, IndexMerge *m)
                                                             .left = part->runs[i].n };
                 if (part->n == 0)
                         continue;
-                qsort(part->mem, part->n, part->size, part->cmp);
+                index_sort(part);
                 m->src[m->n_src++] = (MergeSource){ .part = part, .at = part->mem,
                                                     .end = part->mem + part->n * part->size };
         }
