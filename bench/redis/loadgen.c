@@ -84,6 +84,11 @@ static uint64_t xorshift(void)
 static void report(int64_t now)
 {
 	uint32_t p50 = 0, p99 = 0, p999 = 0, max = 0;
+	size_t over_1ms = 0, over_10ms = 0;
+	for (size_t i = 0; i < nlat; i++) {
+		over_1ms += lat[i] > 1000;
+		over_10ms += lat[i] > 10000;
+	}
 	if (nlat) {
 		qsort(lat, nlat, sizeof *lat, cmp_u32);
 		p50 = lat[(size_t)((nlat - 1) * 0.5)];
@@ -92,8 +97,9 @@ static void report(int64_t now)
 		max = lat[nlat - 1];
 	}
 	double secs = (now - win_start) / 1e6;
-	printf("%s n=%zu secs=%.3f rps=%.0f p50_us=%u p99_us=%u p999_us=%u max_us=%u errors=%zu\n", name,
-	       nlat, secs, secs > 0 ? nlat / secs : 0, p50, p99, p999, max, errors);
+	printf("%s n=%zu secs=%.3f rps=%.0f p50_us=%u p99_us=%u p999_us=%u max_us=%u errors=%zu over_1ms=%zu "
+	       "over_10ms=%zu\n",
+	       name, nlat, secs, secs > 0 ? nlat / secs : 0, p50, p99, p999, max, errors, over_1ms, over_10ms);
 	fflush(stdout);
 	nlat = 0;
 	errors = 0;
