@@ -70,7 +70,8 @@
  * kernels without WP_UNPOPULATED; LIVESNAP_NO_ASYNC copies private file mappings whole inside the freeze,
  * as without WP_ASYNC (or without pidfd_getfd(), or for a target that needs /dev/userfaultfd: the second
  * uffd is only made where it is cheap); LIVESNAP_NO_PIDFD_GETFD=1 takes the path without pidfd_getfd()
- * as if it were missing (tests/integration/no-pidfd-getfd.sh).
+ * as if it were missing (tests/integration/no-pidfd-getfd.sh); LIVESNAP_INDEX_MEMORY=BYTES makes the
+ * image writer spill its index to disk early (tests/integration/sweep.sh, bus.sh).
  */
 
 #include <assert.h>
@@ -3527,9 +3528,16 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         }
 
         {
-                /* LIVESNAP_NO_DIRECT: the image goes through the page cache (comparisons; see image.c). */
+                /* LIVESNAP_NO_DIRECT: the image goes through the page cache (comparisons; see image.c).
+                 * LIVESNAP_INDEX_MEMORY=BYTES: the writer spills its index after that many bytes of it
+                 * rather than 1 MiB (tests: the spill on small images). */
                 ImageWriterOptions wo = { .compress_level = opts.compress_level, .no_sync = opts.no_sync,
                                           .no_direct = getenv("LIVESNAP_NO_DIRECT") != NULL };
+                const char *v = getenv("LIVESNAP_INDEX_MEMORY");
+                uint64_t bytes;
+
+                if (v && parse_size(v, &bytes) >= 0)
+                        wo.index_memory = (size_t)bytes;
                 r = image_writer_new(path, &wo, &e->writer);
                 if (r < 0) {
                         snprintf(res->error, sizeof(res->error), "cannot create image %s: %s", path, strerror(-r));

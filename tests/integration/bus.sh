@@ -49,8 +49,11 @@ done
 UNIT_CAPS=$(printf '%016x' "$unit_mask")
 
 DAEMON_PID=
+# The workers' image writers keep 256 bytes of index in memory and spill the rest (16 entries a run):
+# the spill and the merge, in a worker under the daemon's sandbox, on every checkpoint here.
 start_daemon() {
-	bg_start setpriv --bounding-set="$UNIT_BOUNDING" --no-new-privs "$LIVESNAPD" --config "$TEST_TMP/livesnap.json"
+	LIVESNAP_INDEX_MEMORY=256 bg_start setpriv --bounding-set="$UNIT_BOUNDING" --no-new-privs "$LIVESNAPD" \
+		--config "$TEST_TMP/livesnap.json"
 	DAEMON_PID=$BG_PID
 	wait_until 10 "livesnapd on the bus" busctl status org.livesnap1 >/dev/null 2>&1
 }
@@ -111,6 +114,8 @@ SWEEP_DIR=$VICTIM_DIR
 ID=$(jq -er .id "$TEST_TMP/cp.json")
 jq -e '.freeze_us > 0 and .pages_saved > 0' "$TEST_TMP/cp.json" >/dev/null || die "checkpoint --json lacks figures"
 [[ $(stat -c '%a %U' "$STORE/$ID.lsnap") == "600 root" ]] || die "checkpoint file is not 0600 root"
+entries=$(tail -c 48 "$STORE/$ID.lsnap" | od -An -tu8 -j32 -N8 | tr -d ' ')
+((entries > 16)) || die "the checkpoint's index has $entries entries: the worker's writer never spilled it"
 # Export through the daemon (the CLI passes it a file descriptor), as an image and as a core.
 "$LIVESNAP" export "$ID" --format image -o "$TEST_TMP/exported.lsnap" || die "export of $ID as an image failed"
 cmp -s "$TEST_TMP/exported.lsnap" "$STORE/$ID.lsnap" || die "the exported image differs from the stored one"

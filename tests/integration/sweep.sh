@@ -32,6 +32,14 @@ dump_and_check() {
                 die "$label: pages_unsaved=$(json_field "$image.json" pages_unsaved): some memory was not saved"
         verify_ok "$image"
         [[ -z ${INFO:-} ]] || check_info "$image"
+        if [[ -n ${LIVESNAP_INDEX_MEMORY:-} ]]; then
+                # More index entries (the trailer's count) than the writer held in memory: it spilled.
+                local entries
+                entries=$(tail -c 48 "$image" | od -An -tu8 -j32 -N8 | tr -d ' ')
+                ((entries > LIVESNAP_INDEX_MEMORY / 16)) ||
+                        die "$label: $entries index entries, no more than $LIVESNAP_INDEX_MEMORY bytes hold: nothing spilled"
+                log "$label: $entries index entries, $((LIVESNAP_INDEX_MEMORY / 16)) at most in memory at once"
+        fi
 
         mkdir "$out"
         cp "$VDIR/layout" "$out/"
@@ -116,6 +124,8 @@ dump_and_check plain-2
 release_check
 # Protections changed from any CPU (the engine's default moves that work to the target's CPU).
 LIVESNAP_NO_FOLLOW=1 dump_and_check no-follow
+# The writer's index spilled to disk in runs of 16 entries and merged at the end.
+LIVESNAP_INDEX_MEMORY=256 dump_and_check spilled-index
 # Rate-limited: the background copier is slow, so the sweepers fault on most of their pages.
 dump_and_check plain-3-rate --rate 32M
 dump_and_check compress --compress=9 --rate 64M
