@@ -174,8 +174,9 @@ typedef struct IndexRun {
  * One part of the writer's index: entries of one layout, at most cap of them in memory. When that is
  * full they are sorted and appended to the spill file as a run, and writer_index() merges every run
  * and what is left in memory. The writer's memory for its index is thus fixed whatever the image's
- * size (an 8 GiB Redis dumped under load makes ~250k sections: 3.7 MiB held whole); the spill file
- * takes 16 or 40 bytes a section on the image's file system and is gone when the writer is.
+ * size (an 8 GiB Redis dumped under load makes ~250k sections: 3.7 MiB held whole), but for 16 bytes a
+ * run and, while merging, a read buffer of 8 or 20 KiB a run (a run holds 64k or 26k entries); the
+ * spill file takes 16 or 40 bytes a section on the image's file system and is gone with the writer.
  */
 typedef struct IndexPart {
         size_t size; /* of an entry */
