@@ -800,7 +800,7 @@ static void index_merge_done(IndexMerge *m)
         *m = (IndexMerge){};
 }
 
-/* Sets up a merge of every run and what each part holds in memory (sorted first). */
+/* Sets up a merge of every run and what each part holds in memory (sorted: see writer_index()). */
 static int index_merge_start(ImageWriter *w, IndexMerge *m)
 {
         size_t n = 0;
@@ -824,7 +824,6 @@ static int index_merge_start(ImageWriter *w, IndexMerge *m)
                                                             .left = part->runs[i].n };
                 if (part->n == 0)
                         continue;
-                index_sort(part);
                 m->src[m->n_src++] = (MergeSource){ .part = part, .at = part->mem,
                                                     .end = part->mem + part->n * part->size };
         }
@@ -886,6 +885,9 @@ static int writer_index(ImageWriter *w)
         XXH3_state_t *st;
         ssize_t k;
         int r;
+
+        for (size_t p = 0; p < _PART_MAX; p++)
+                index_sort(&w->parts[p]);
 
         st = section_checksum_begin(&h);
         if (!st)

@@ -1570,6 +1570,11 @@ static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t i
 #define PM_SWAP_TYPE(e) ((e) & 0x1fULL)
 #define SWP_TYPE_PTE_MARKER 31
 
+static bool pagemap_is_marker(uint64_t entry)
+{
+        return (entry & PM_SWAP) && PM_SWAP_TYPE(entry) == SWP_TYPE_PTE_MARKER;
+}
+
 static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
 {
         Engine *e = userdata;
@@ -1594,7 +1599,7 @@ static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t c
                                 if (pm_n == 0)
                                         check = false; /* unreadable: count them, as before */
                         }
-                        if (check && (pm[pm_i++] & PM_SWAP) && PM_SWAP_TYPE(pm[pm_i - 1]) == SWP_TYPE_PTE_MARKER)
+                        if (check && pagemap_is_marker(pm[pm_i++]))
                                 continue; /* an empty page, protected */
                 }
                 if (cat & PAGE_IS_HUGE)
