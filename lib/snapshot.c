@@ -182,7 +182,6 @@ typedef struct Engine {
         int pagemap_fd;
         uint64_t hugetlb_size;
         bool prepare; /* the kernel has WP_UNPOPULATED: protect before the freeze */
-        bool markers; /* the uffd has WP_UNPOPULATED: a protected empty page holds a PTE marker */
         bool follow;  /* long runs of protection changes move to the target's CPU (see follow_target) */
         _Atomic pid_t fault_tid; /* the thread of the last fault read (UFFD_FEATURE_THREAD_ID), or 0 */
         cpu_set_t cpus; /* the CPUs this process may use, to go back to */
@@ -1519,14 +1518,70 @@ static void *copier_thread(void *userdata)
 
 /* ---- the freeze ---- */
 
+/*
+ * With WP_UNPOPULATED a protected empty page holds a uffd-wp PTE marker, and PAGEMAP_SCAN reports a
+ * marker as PAGE_IS_SWAPPED, as it does a page in swap. Taken for data, every empty page of the
+ * target's heap was read (as zeros) by its first dump, which mapped the zero page into all of them
+ * (55k pages, a fifth more to copy, for a freshly filled 1 GiB Redis; tests/integration/holes.sh).
+ * /proc/PID/pagemap tells them apart: a uffd-wp marker shows as a swap entry with PM_UFFD_WP, of type
+ * 31 (the kernel's SWP_PTE_MARKER, (1 << MAX_SWAPFILES_SHIFT) - 1, where swap files, migration and
+ * device entries have lower types) and offset PTE_MARKER_UFFD_WP (bit 0). Markers can be ours or those
+ * of the target's own userfaultfd; neither holds data. Without CAP_SYS_ADMIN the type and offset read
+ * as 0 and such pages count as swapped, as before.
+ */
+#define PM_UFFD_WP (1ULL << 57)
+#define PM_SWAP (1ULL << 62)
+#define PM_SWAP_TYPE(e) ((e) & 0x1fULL)
+#define PM_SWAP_OFFSET(e) (((e) & ((1ULL << 55) - 1)) >> 5)
+#define SWP_TYPE_PTE_MARKER 31
+#define PTE_MARKER_UFFD_WP 1ULL
+
+static bool pagemap_is_marker(uint64_t entry)
+{
+        return (entry & (PM_SWAP | PM_UFFD_WP)) == (PM_SWAP | PM_UFFD_WP) &&
+               PM_SWAP_TYPE(entry) == SWP_TYPE_PTE_MARKER && (PM_SWAP_OFFSET(entry) & PTE_MARKER_UFFD_WP);
+}
+
+typedef int (*ScanFunc)(void *userdata, uint64_t start, uint64_t end, uint64_t categories);
+
+/* A region PAGEMAP_SCAN called swapped and not present: hands cb the runs of it that are not PTE markers.
+ * If the pagemap cannot be read, the whole region, as before. */
+static int scan_unmarked(int pagemap_fd, uint64_t start, uint64_t end, uint64_t categories, ScanFunc cb,
+                         void *userdata)
+{
+        uint64_t pm[512], run = start;
+
+        for (uint64_t a = start; a < end;) {
+                size_t n = (size_t)MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)ELEMENTSOF(pm));
+                ssize_t k = pread(pagemap_fd, pm, n * sizeof(uint64_t), (off_t)((a >> PAGE_SHIFT_4K) * sizeof(uint64_t)));
+
+                if (k <= 0)
+                        break;
+                n = (size_t)k / sizeof(uint64_t);
+                for (size_t i = 0; i < n; i++, a += PAGE_SIZE_4K) {
+                        if (!pagemap_is_marker(pm[i]))
+                                continue;
+                        if (run < a) {
+                                int r = cb(userdata, run, a, categories);
+                                if (r < 0)
+                                        return r;
+                        }
+                        run = a + PAGE_SIZE_4K;
+                }
+        }
+        return run < end ? cb(userdata, run, end, categories) : 0;
+}
+
+/* PAGEMAP_SCAN over [start, end), cb called for each region found. A scan for the pages that hold data
+ * (anyof has PAGE_IS_SWAPPED) never hands cb a uffd-wp PTE marker (an empty page, see above); a scan for
+ * what a protect covered (not written) must see them, and does. */
 static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t inverted, uint64_t mask,
-                        uint64_t anyof, uint64_t ret_mask,
-                        int (*cb)(void *userdata, uint64_t start, uint64_t end, uint64_t categories),
-                        void *userdata)
+                        uint64_t anyof, uint64_t ret_mask, ScanFunc cb, void *userdata)
 {
         /* Zeroed, though the kernel fills what it returns: valgrind does not know this ioctl writes
          * through arg.vec, and would take every region read from it as uninitialised. */
         struct page_region regions[512] = {};
+        bool data = anyof & PAGE_IS_SWAPPED;
 
         while (start < end) {
                 struct pm_scan_arg arg = {
@@ -1538,7 +1593,8 @@ static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t i
                         .category_inverted = inverted,
                         .category_mask = mask,
                         .category_anyof_mask = anyof,
-                        .return_mask = ret_mask,
+                        /* to see which regions may hold markers */
+                        .return_mask = ret_mask | (data ? PAGE_IS_PRESENT | PAGE_IS_SWAPPED : 0),
                 };
                 long n;
 
@@ -1546,7 +1602,14 @@ static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t i
                 if (n < 0)
                         return -errno;
                 for (long i = 0; i < n; i++) {
-                        int r = cb(userdata, regions[i].start, regions[i].end, regions[i].categories);
+                        const struct page_region *pr = &regions[i];
+                        int r;
+
+                        if (data && (pr->categories & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)) == PAGE_IS_SWAPPED)
+                                r = scan_unmarked(pagemap_fd, pr->start, pr->end, pr->categories & ret_mask, cb,
+                                                  userdata);
+                        else
+                                r = cb(userdata, pr->start, pr->end, pr->categories & ret_mask);
                         if (r < 0)
                                 return r;
                 }
@@ -1557,31 +1620,10 @@ static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t i
         return 0;
 }
 
-/*
- * With WP_UNPOPULATED a protected empty page holds a uffd-wp PTE marker, and PAGEMAP_SCAN reports a
- * marker as PAGE_IS_SWAPPED, as it does a page in swap: taken for data, every empty page of the
- * target's heap was read (as zeros) by its first dump, which mapped the zero page into all of them
- * (55k pages, a fifth more to copy, for a freshly filled 1 GiB Redis; tests/integration/holes.sh).
- * /proc/PID/pagemap tells them apart: a marker shows as a swap entry of type 31, the kernel's
- * SWP_PTE_MARKER ((1 << MAX_SWAPFILES_SHIFT) - 1), where swap files, migration and device entries have
- * lower types. Without CAP_SYS_ADMIN the type reads as 0 and such pages count as swapped, as before.
- */
-#define PM_SWAP (1ULL << 62)
-#define PM_SWAP_TYPE(e) ((e) & 0x1fULL)
-#define SWP_TYPE_PTE_MARKER 31
-
-static bool pagemap_is_marker(uint64_t entry)
-{
-        return (entry & PM_SWAP) && PM_SWAP_TYPE(entry) == SWP_TYPE_PTE_MARKER;
-}
-
 static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
 {
         Engine *e = userdata;
         Range *rg = range_find(e, start);
-        bool check = e->markers && (cat & PAGE_IS_SWAPPED) && !(cat & PAGE_IS_PRESENT);
-        uint64_t pm[512];
-        size_t pm_n = 0, pm_i = 0;
 
         if (!rg)
                 return 0;
@@ -1589,19 +1631,6 @@ static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t c
         for (uint64_t a = start; a < end; a += PAGE_SIZE_4K) {
                 uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
 
-                if (check) {
-                        if (pm_i == pm_n) {
-                                size_t n = (size_t)MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)ELEMENTSOF(pm));
-                                ssize_t k = pread(e->pagemap_fd, pm, n * sizeof(uint64_t),
-                                                  (off_t)((a >> PAGE_SHIFT_4K) * sizeof(uint64_t)));
-                                pm_n = k > 0 ? (size_t)k / sizeof(uint64_t) : 0;
-                                pm_i = 0;
-                                if (pm_n == 0)
-                                        check = false; /* unreadable: count them, as before */
-                        }
-                        if (check && pagemap_is_marker(pm[pm_i++]))
-                                continue; /* an empty page, protected */
-                }
                 if (cat & PAGE_IS_HUGE)
                         *p |= PG_HUGE;
                 if (cat & PAGE_IS_PFNZERO) {
@@ -3094,7 +3123,7 @@ static int create_uffd(Engine *e, pid_t pid, char *err, size_t errlen)
         /* WP_UNPOPULATED makes a protect cover empty pages too, which the prepare phase needs. A refused
          * feature leaves the uffd uninitialised, so asking again without it is allowed. */
         api.features |= UFFD_FEATURE_WP_UNPOPULATED;
-        e->prepare = e->markers = ioctl(e->uffd, UFFDIO_API, &api) == 0;
+        e->prepare = ioctl(e->uffd, UFFDIO_API, &api) == 0;
         if (!e->prepare && errno == EINVAL) {
                 api = (struct uffdio_api){ .api = UFFD_API, .features = api.features & ~UFFD_FEATURE_WP_UNPOPULATED };
                 if (ioctl(e->uffd, UFFDIO_API, &api) == 0)

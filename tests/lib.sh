@@ -301,6 +301,19 @@ read_mem() {
         dd if=/proc/"$1"/mem bs="$3" count=1 iflag=skip_bytes skip=$(($2)) status=none
 }
 
+# pages_present PID ADDR NPAGES: how many of the NPAGES pages at ADDR are present in PID's page tables
+# (bit 63 of /proc/PID/pagemap).
+pages_present() {
+        python3 - "$1" "$2" "$3" <<'PY'
+import struct, sys
+pid, addr, n = int(sys.argv[1]), int(sys.argv[2], 0), int(sys.argv[3])
+with open("/proc/%d/pagemap" % pid, "rb") as f:
+    f.seek(addr // 4096 * 8)
+    data = f.read(n * 8)
+print(sum(1 for (v,) in struct.iter_unpack("Q", data) if v >> 63))
+PY
+}
+
 # read_counters PID DIR: the "progress" counters of a victim (see victim.h), one per line.
 read_counters() {
         local pid=$1 dir=$2 addr len

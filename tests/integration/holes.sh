@@ -29,23 +29,12 @@ os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 while True:
     time.sleep(1)
 PY
-# present PID ADDR: how many of the mapping's 16384 pages are present.
-present() {
-        python3 - "$1" "$2" <<'PY'
-import struct, sys
-pid, addr = int(sys.argv[1]), int(sys.argv[2])
-with open("/proc/%d/pagemap" % pid, "rb") as f:
-    f.seek(addr // 4096 * 8)
-    data = f.read(16384 * 8)
-print(sum(1 for (v,) in struct.iter_unpack("Q", data) if v >> 63))
-PY
-}
 
 bg_start python3 "$TEST_TMP/target.py" "$TEST_TMP/addr"
 TPID=$BG_PID
 wait_for_file "$TEST_TMP/addr" 10 "$TPID"
 ADDR=$(cat "$TEST_TMP/addr")
-before=$(present "$TPID" "$ADDR")
+before=$(pages_present "$TPID" "$ADDR" 16384)
 ((before == 1024)) || die "the target has $before pages present, expected 1024"
 
 for variant in prepare no-prepare; do
@@ -55,7 +44,7 @@ for variant in prepare no-prepare; do
         else
                 dump "$TPID" "$image"
         fi
-        after=$(present "$TPID" "$ADDR")
+        after=$(pages_present "$TPID" "$ADDR" 16384)
         ((after == before)) || die "$variant: the dump made $((after - before)) empty pages present (of 15360)"
         zero=$(json_field "$image.json" pages_zero)
         ((zero < 1000)) || die "$variant: the dump read $zero zero pages: it read the holes"

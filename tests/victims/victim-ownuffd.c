@@ -7,6 +7,13 @@
  * alone. `--check DIR` checks region.bin (a cat of the region from the image) against what was filled
  * before the dump; the running victim keeps touching new pages, so a broken uffd shows as a hang
  * (no progress) or a wrong byte (DIR/error).
+ *
+ * A second region, "marked" (1 MiB, one page in 16 written), is registered with the same uffd for
+ * write-protect with WP_UNPOPULATED and protected whole, so each of its empty pages holds a uffd-wp PTE
+ * marker, which PAGEMAP_SCAN reports as swapped. The victim never touches it again: a dump must not
+ * read those pages as data (reading maps the zero page in; the test counts the pages present), and
+ * --check wants the written pages in marked.bin and zeros between. If the kernel refuses
+ * WP_UNPOPULATED, "marked" is left out of the layout.
  */
 
 #include <linux/userfaultfd.h>
@@ -16,8 +23,14 @@
 
 #include "victim.h"
 
+#ifndef UFFD_FEATURE_WP_UNPOPULATED /* Linux 6.4; Debian 12's headers are 6.1 */
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+
 #define REGION (4 * MIB)
 #define PREFILLED 256 /* pages touched before the dump */
+#define MARKED (1 * MIB)
+#define MARKED_EVERY 16 /* one page in this many of "marked" is written */
 
 static int uffd;
 static uint8_t *region;
@@ -50,6 +63,62 @@ static uint8_t expected(size_t page)
         return (uint8_t)(page % 250 + 1);
 }
 
+static void check_marked(const char *dir)
+{
+        char path[4096];
+        static uint8_t buf[MARKED];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/marked.bin", dir);
+        f = fopen(path, "rb");
+        if (!f) {
+                printf("marked: not in the layout (no WP_UNPOPULATED)\n");
+                return;
+        }
+        if (fread(buf, 1, MARKED, f) != MARKED)
+                victim_fail("cannot read %s", path);
+        fclose(f);
+        for (size_t p = 0; p < MARKED / VICTIM_PAGE_SIZE; p++) {
+                uint8_t want = p % MARKED_EVERY == 0 ? expected(p) : 0;
+                for (size_t i = 0; i < VICTIM_PAGE_SIZE; i++)
+                        if (buf[p * VICTIM_PAGE_SIZE + i] != want)
+                                victim_fail("marked page %zu byte %zu is %u, expected %u", p, i,
+                                            buf[p * VICTIM_PAGE_SIZE + i], want);
+        }
+        printf("marked ok: %zu pages written, the rest zero\n", MARKED / VICTIM_PAGE_SIZE / MARKED_EVERY);
+}
+
+/* The "marked" region, on a uffd of its own kind: features are set once per uffd, and the MISSING
+ * server above does not want WP_UNPOPULATED. */
+static void setup_marked(void)
+{
+        struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_WP_UNPOPULATED };
+        uint8_t *m;
+        int fd;
+
+        fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
+        if (fd < 0)
+                victim_fail("userfaultfd: %m");
+        if (ioctl(fd, UFFDIO_API, &api) < 0) {
+                close(fd);
+                return;
+        }
+        m = mmap(NULL, MARKED, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+                victim_fail("mmap: %m");
+        for (size_t p = 0; p < MARKED / VICTIM_PAGE_SIZE; p += MARKED_EVERY)
+                memset(m + p * VICTIM_PAGE_SIZE, expected(p), VICTIM_PAGE_SIZE);
+        struct uffdio_register reg = { .range = { (uint64_t)(uintptr_t)m, MARKED }, .mode = UFFDIO_REGISTER_MODE_WP };
+        if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+                victim_fail("UFFDIO_REGISTER (WP): %m");
+        struct uffdio_writeprotect wp = { .range = { (uint64_t)(uintptr_t)m, MARKED },
+                                          .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+        if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0)
+                victim_fail("UFFDIO_WRITEPROTECT: %m");
+        layout_add("marked", m, MARKED);
+        /* fd stays open: closing it would drop the protection and the markers */
+}
+
 int main(int argc, char *argv[])
 {
         pthread_t t;
@@ -69,6 +138,7 @@ int main(int argc, char *argv[])
                                         victim_fail("page %zu byte %zu is %u, expected %u", p, i,
                                                     buf[p * VICTIM_PAGE_SIZE + i], expected(p));
                 printf("region ok: %d pages as the target's own uffd filled them\n", PREFILLED);
+                check_marked(victim_dir);
                 return 0;
         }
         victim_init_run();
@@ -93,6 +163,7 @@ int main(int argc, char *argv[])
                         victim_fail("page %zu filled wrong", p);
         layout_add("region", region, REGION);
         layout_add("progress", (const void *)progress, sizeof(progress));
+        setup_marked();
         victim_ready();
 
         /* Keep faulting new pages through our own uffd, then start over on a fresh mapping. */
