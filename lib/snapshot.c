@@ -218,6 +218,8 @@ typedef struct Engine {
         bool in_event;
         uint64_t pages_pending;
         uint64_t pages_busy; /* claimed by a saver, not yet committed or reverted */
+        int fault_kind; /* what the last SAVE_FAULT did: FAULT_SAVED, FAULT_WINDOW_FREED, FAULT_OTHER */
+        struct { uint64_t n, us, over100, over500, max; } fault_stats[3]; /* LIVESNAP_DEBUG only */
         uint64_t fault_run_end, fault_run_window; /* the last fault's window: where it ended, its size */
         ImageHole *holes;
         size_t n_holes, n_holes_allocated;
@@ -225,6 +227,8 @@ typedef struct Engine {
         /* The buffer between savers and the writer. */
         pthread_mutex_t buf_lock;
         pthread_cond_t buf_cond;
+        pthread_cond_t writer_cond; /* the writer waits here for chunks */
+        uint64_t queued_bytes;      /* in chunks pushed since the writer last took the queue */
         Chunk *head, *tail;
         uint64_t buf_used, buf_peak, buf_limit;
         bool writer_stop;
@@ -262,6 +266,7 @@ typedef struct Engine {
 static void engine_fail(Engine *e, int r, const char *fmt, ...) _printf_(3, 4);
 static void debug_step(const char *what, uint64_t *last);
 static void debug(const char *fmt, ...) _printf_(1, 2);
+static bool debug_enabled(void);
 static int pre_release(Engine *e, uint64_t addr);
 static void page_release(Engine *e, Range *rg, uint64_t a);
 static void dirty_push(Engine *e, uint64_t addr);
@@ -700,6 +705,11 @@ static void buffer_put_back(Engine *e, Chunk *c)
         free(c);
 }
 
+/* Hands a chunk to the writer. A fault's chunk (a few pages) does not wake it: the writer comes by every
+ * WRITER_TICK_MS anyway, and waking it for each fault cost the fault handler, on the target's CPU, a
+ * futex wake and the writer's run beside the target, tens of thousands of times a dump. */
+#define WRITER_WAKE_BYTES (1ULL << 20)
+#define WRITER_TICK_MS 2
 static void buffer_push(Engine *e, Chunk *c)
 {
         pthread_mutex_lock(&e->buf_lock);
@@ -708,7 +718,11 @@ static void buffer_push(Engine *e, Chunk *c)
         else
                 e->head = c;
         e->tail = c;
-        pthread_cond_broadcast(&e->buf_cond);
+        e->queued_bytes += c->npages << PAGE_SHIFT_4K;
+        if (e->queued_bytes >= WRITER_WAKE_BYTES) {
+                e->queued_bytes = 0;
+                pthread_cond_signal(&e->writer_cond);
+        }
         pthread_mutex_unlock(&e->buf_lock);
 }
 
@@ -723,8 +737,18 @@ static void *writer_thread(void *userdata)
                 int r = 0;
 
                 pthread_mutex_lock(&e->buf_lock);
-                while (!e->head && !e->writer_stop)
-                        pthread_cond_wait(&e->buf_cond, &e->buf_lock);
+                while (!e->head && !e->writer_stop) {
+                        struct timespec ts;
+
+                        clock_gettime(CLOCK_MONOTONIC, &ts);
+                        ts.tv_nsec += WRITER_TICK_MS * 1000000L;
+                        if (ts.tv_nsec >= 1000000000L) {
+                                ts.tv_sec++;
+                                ts.tv_nsec -= 1000000000L;
+                        }
+                        (void)pthread_cond_timedwait(&e->writer_cond, &e->buf_lock, &ts);
+                }
+                e->queued_bytes = 0;
                 c = e->head;
                 if (!c) {
                         pthread_mutex_unlock(&e->buf_lock);
@@ -856,6 +880,9 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                         we = ce;
                 }
         }
+
+        if (mode == SAVE_FAULT)
+                e->fault_kind = we - ws == COPY_WINDOW ? 1 : 0;
 
         /* Claim: the span from the first to the last pending page, copied as one piece. */
         for (uint64_t a = ws; a < we; a += PAGE_SIZE_4K) {
@@ -1186,7 +1213,19 @@ static bool serve_fault(Engine *e, uint64_t addr, Deferred *retry)
                 return false;
         }
 
+        bool timed = debug_enabled();
+        uint64_t t0 = timed ? now_usec() : 0;
+        e->fault_kind = 2;
         r = engine_save(e, addr, SAVE_FAULT, 0, 0);
+        if (timed) {
+                uint64_t us = now_usec() - t0;
+                typeof(e->fault_stats[0]) *fs = &e->fault_stats[e->fault_kind];
+                fs->n++;
+                fs->us += us;
+                fs->over100 += us > 100;
+                fs->over500 += us > 500;
+                fs->max = MAX(fs->max, us);
+        }
         if (r == 0) {
                 deferred_add(retry, addr);
                 return true;
@@ -3509,6 +3548,7 @@ static void engine_stop_threads(Engine *e, pthread_t *handler, pthread_t *copier
         if (*writer) {
                 pthread_mutex_lock(&e->buf_lock);
                 e->writer_stop = true;
+                pthread_cond_signal(&e->writer_cond);
                 pthread_cond_broadcast(&e->buf_cond);
                 pthread_mutex_unlock(&e->buf_lock);
                 pthread_join(*writer, NULL);
@@ -3556,6 +3596,14 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         pthread_cond_init(&e->cond, NULL);
         pthread_mutex_init(&e->buf_lock, NULL);
         pthread_cond_init(&e->buf_cond, NULL);
+        {
+                pthread_condattr_t ca;
+
+                pthread_condattr_init(&ca);
+                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+                pthread_cond_init(&e->writer_cond, &ca);
+                pthread_condattr_destroy(&ca);
+        }
         pthread_mutex_init(&e->err_lock, NULL);
         e->probe_addr = 65536;
         {
@@ -3832,6 +3880,12 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
          * write-protect bit and wakes any thread still waiting. Then drain the writer. */
         engine_stop_threads(e, &handler, &copier, &writer);
         debug("threads stopped, buffer drained");
+        for (int k = 0; k < 3; k++)
+                debug("faults %s: %" PRIu64 ", %" PRIu64 " us in all, %" PRIu64 " over 100 us, %" PRIu64
+                      " over 500 us, longest %" PRIu64 " us",
+                      k == 0 ? "saving pages" : k == 1 ? "freeing a saved window" : "other", e->fault_stats[k].n,
+                      e->fault_stats[k].us, e->fault_stats[k].over100, e->fault_stats[k].over500,
+                      e->fault_stats[k].max);
         e->uffd = safe_close(e->uffd);
         debug("uffd closed");
         if (atomic_load(&e->error) < 0)
@@ -3952,6 +4006,7 @@ out:
         pthread_cond_destroy(&e->cond);
         pthread_mutex_destroy(&e->buf_lock);
         pthread_cond_destroy(&e->buf_cond);
+        pthread_cond_destroy(&e->writer_cond);
         pthread_mutex_destroy(&e->err_lock);
         hazard_ranges_free(e->pinned, e->n_pinned);
         free(e->shared);
