@@ -15,7 +15,11 @@
 # Settings (environment): BUILD (default build), IMGDIR (/var/tmp: work directory, RDB, images and
 # cores; a real disk), VALUE_BYTES (512), LOAD_CONNS (8), LOAD_RATE (0: closed loop; N: N SET/s open
 # loop), PING_SLEEP_US (100), BASE_SECS (8; --quick 3), GCORE_MAX_GIB (4: gcore stops Redis for its
-# whole dump, about 4 s per GiB here, so it is skipped above this size), DD_GIB (2; --quick 1).
+# whole dump, about 4 s per GiB here, so it is skipped above this size), DD_GIB (2; --quick 1),
+# ROUNDS (3; --quick 1): BGSAVE and livesnap are taken this many times at each size, under the same
+# load, in turn (even rounds livesnap first); the load's percentiles are compared by their medians
+# over the rounds, since a single window of either is noisy on a shared machine. The other tables are
+# of the first round.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -49,11 +53,14 @@ if [[ $QUICK -eq 1 ]]; then
 	SIZES=${SIZES:-1}
 	BASE_SECS=${BASE_SECS:-3}
 	DD_GIB=${DD_GIB:-1}
+	ROUNDS=${ROUNDS:-1}
 else
 	SIZES=${SIZES:-1,4,8}
 	BASE_SECS=${BASE_SECS:-8}
 	DD_GIB=${DD_GIB:-2}
+	ROUNDS=${ROUNDS:-3}
 fi
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ROUNDS must be a whole number >= 1" >&2; exit 2; }
 IFS=, read -r -a SIZE_LIST <<<"$SIZES"
 for s in "${SIZE_LIST[@]}"; do
 	[[ $s =~ ^[0-9]+$ && $s -ge 1 ]] || { echo "run.sh: --sizes takes whole GiB, e.g. 1,4,8" >&2; exit 2; }
@@ -312,6 +319,29 @@ run_size() {
 
 	mark base2
 	sleep "$BASE_SECS"
+
+	# Rounds 2..ROUNDS: BGSAVE and livesnap again, windows bgsave-K and livesnap-K.
+	local k tool
+	for ((k = 2; k <= ROUNDS; k++)); do
+		for tool in $( ((k % 2 == 0)) && echo "livesnap bgsave" || echo "bgsave livesnap"); do
+			log "round $k: $tool"
+			mark "$tool-$k"
+			if [[ $tool == bgsave ]]; then
+				rcli bgsave >/dev/null
+				while [[ $(info_field persistence rdb_bgsave_in_progress) != 0 ]]; do
+					sleep 0.05
+				done
+				mark "settle-$k-$tool"
+				rm -f "$W/dump.rdb"
+			else
+				"$LIVESNAP" dump "$RPID" -o "$W/img.lsnap" --json --no-progress >"$W/dump-$k.json" 2>"$W/dump-$k.err" ||
+					log "livesnap dump (round $k) failed: $(tail -2 "$W/dump-$k.err" | tr '\n' ' ')"
+				mark "settle-$k-$tool"
+				rm -f "$W/img.lsnap"
+			fi
+			sleep "$SETTLE_SECS"
+		done
+	done
 	stop_load
 
 	# Consistency, with the load stopped: DEBUG DIGEST before and after a checkpoint. During that
@@ -386,6 +416,7 @@ fi
 measured=()
 for g in "${SIZE_LIST[@]}"; do [[ ${KEYS_AT[$g]} =~ ^[0-9]+$ ]] && measured+=("$g"); done
 
+median() { printf '%s\n' "$@" | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%+.0f%%", (a / b - 1) * 100 }'; }
 report() {
 	local g lo po
@@ -447,6 +478,31 @@ report() {
 			echo "| $g | $label | $(win "$lo" $w secs) | $(win "$lo" $w rps) | $(pct "$(win "$lo" $w rps)" "$base_rps") | $(win "$lo" $w p50_us) | $(win "$lo" $w p99_us) | $(win "$lo" $w p999_us) | $(win "$lo" $w max_us) | $(win "$lo" $w over_1ms) | $(win "$lo" $w over_10ms) | $(win "$lo" $w errors) | $(win "$po" $w pings) | $rb |"
 		done
 	done
+	if ((ROUNDS > 1)); then
+		echo
+		echo "#### The load over $ROUNDS rounds"
+		echo
+		echo "Each size took BGSAVE and livesnap $ROUNDS times under the same load, in turn (round 1 as above, BGSAVE first;"
+		echo "even rounds livesnap first). Per round: SET p99 and p99.9 (us), SETs slower than 1 ms and than 10 ms, window (s)."
+		echo "The medians compare the two."
+		echo
+		echo "| GiB | tool | p99 by round | median p99 | p99.9 by round | median p99.9 | SETs > 1 ms by round | SETs > 10 ms by round | window (s) by round |"
+		echo "|---|---|---|---|---|---|---|---|---|"
+		for g in "${measured[@]}"; do
+			lo=$W/load-$g.out
+			local t k wn p99s p999s o1s o10s secss
+			for t in bgsave livesnap; do
+				p99s= p999s= o1s= o10s= secss=
+				for ((k = 1; k <= ROUNDS; k++)); do
+					wn=$t
+					((k > 1)) && wn=$t-$k
+					p99s+="$(win "$lo" "$wn" p99_us) " p999s+="$(win "$lo" "$wn" p999_us) "
+					o1s+="$(win "$lo" "$wn" over_1ms) " o10s+="$(win "$lo" "$wn" over_10ms) " secss+="$(win "$lo" "$wn" secs) "
+				done
+				echo "| $g | $([[ $t == bgsave ]] && echo BGSAVE || echo livesnap) | ${p99s% } | **$(median $p99s)** | ${p999s% } | $(median $p999s) | ${o1s% } | ${o10s% } | ${secss% } |"
+			done
+		done
+	fi
 	echo
 	echo "### Total time and copy rates (MB = 10^6 bytes)"
 	echo
