@@ -332,9 +332,10 @@ run_size() {
 					sleep 0.05
 				done
 				mark "settle-$k-$tool"
+				info_field stats latest_fork_usec >"$W/fork-$g-$k"
 				rm -f "$W/dump.rdb"
 			else
-				"$LIVESNAP" dump "$RPID" -o "$W/img.lsnap" --json --no-progress >"$W/dump-$k.json" 2>"$W/dump-$k.err" ||
+				"$LIVESNAP" dump "$RPID" -o "$W/img.lsnap" --json --no-progress >"$W/dump-$g-$k.json" 2>"$W/dump-$k.err" ||
 					log "livesnap dump (round $k) failed: $(tail -2 "$W/dump-$k.err" | tr '\n' ' ')"
 				mark "settle-$k-$tool"
 				rm -f "$W/img.lsnap"
@@ -483,23 +484,30 @@ report() {
 		echo "#### The load over $ROUNDS rounds"
 		echo
 		echo "Each size took BGSAVE and livesnap $ROUNDS times under the same load, in turn (round 1 as above, BGSAVE first;"
-		echo "even rounds livesnap first). Per round: SET p99 and p99.9 (us), SETs slower than 1 ms and than 10 ms, window (s)."
-		echo "The medians compare the two."
+		echo "even rounds livesnap first). Per round: SET p99 and p99.9 (us), SETs slower than 1 ms and than 10 ms, window (s),"
+		echo "and the pause (ms): BGSAVE's fork, livesnap's freeze. The medians compare the two."
 		echo
-		echo "| GiB | tool | p99 by round | median p99 | p99.9 by round | median p99.9 | SETs > 1 ms by round | SETs > 10 ms by round | window (s) by round |"
-		echo "|---|---|---|---|---|---|---|---|---|"
+		echo "| GiB | tool | p99 by round | median p99 | p99.9 by round | median p99.9 | SETs > 1 ms by round | SETs > 10 ms by round | window (s) by round | fork / freeze (ms) by round |"
+		echo "|---|---|---|---|---|---|---|---|---|---|"
 		for g in "${measured[@]}"; do
 			lo=$W/load-$g.out
-			local t k wn p99s p999s o1s o10s secss
+			local t k wn p99s p999s o1s o10s secss pauses
 			for t in bgsave livesnap; do
-				p99s= p999s= o1s= o10s= secss=
+				p99s= p999s= o1s= o10s= secss= pauses=
 				for ((k = 1; k <= ROUNDS; k++)); do
 					wn=$t
 					((k > 1)) && wn=$t-$k
+					if ((k == 1)); then
+						pauses+="$(ms "$([[ $t == bgsave ]] && echo "${FORK[$g]}" || echo "${LS_FREEZE[$g]:-}")") "
+					elif [[ $t == bgsave ]]; then
+						pauses+="$(ms "$(cat "$W/fork-$g-$k" 2>/dev/null)") "
+					else
+						pauses+="$(ms "$(jq -r .freeze_us "$W/dump-$g-$k.json" 2>/dev/null)") "
+					fi
 					p99s+="$(win "$lo" "$wn" p99_us) " p999s+="$(win "$lo" "$wn" p999_us) "
 					o1s+="$(win "$lo" "$wn" over_1ms) " o10s+="$(win "$lo" "$wn" over_10ms) " secss+="$(win "$lo" "$wn" secs) "
 				done
-				echo "| $g | $([[ $t == bgsave ]] && echo BGSAVE || echo livesnap) | ${p99s% } | **$(median $p99s)** | ${p999s% } | $(median $p999s) | ${o1s% } | ${o10s% } | ${secss% } |"
+				echo "| $g | $([[ $t == bgsave ]] && echo BGSAVE || echo livesnap) | ${p99s% } | **$(median $p99s)** | ${p999s% } | $(median $p999s) | ${o1s% } | ${o10s% } | ${secss% } | ${pauses% } |"
 			done
 		done
 	fi
