@@ -171,6 +171,14 @@ typedef struct PrivTrack {
         Chunk *held, *held_tail; /* in address order, in the buffer but not handed to the writer */
 } PrivTrack;
 
+/* What a fault's save did, for LIVESNAP_DEBUG's counts. */
+typedef enum FaultKind {
+        FAULT_SAVED,        /* saved pages of its window */
+        FAULT_WINDOW_FREED, /* nothing to save: un-protected a 2 MiB window the copier had saved */
+        FAULT_OTHER,        /* neither (not a page we track, overtaken by an event, ...) */
+        _FAULT_KIND_MAX,
+} FaultKind;
+
 typedef struct Engine {
         Target *target;
         int uffd;
@@ -218,8 +226,8 @@ typedef struct Engine {
         bool in_event;
         uint64_t pages_pending;
         uint64_t pages_busy; /* claimed by a saver, not yet committed or reverted */
-        int fault_kind; /* what the last SAVE_FAULT did: FAULT_SAVED, FAULT_WINDOW_FREED, FAULT_OTHER */
-        struct { uint64_t n, us, over100, over500, max; } fault_stats[3]; /* LIVESNAP_DEBUG only */
+        _Atomic FaultKind fault_kind; /* what the last SAVE_FAULT did (the supervisor saves too, rarely) */
+        struct { uint64_t n, us, over100, over500, max; } fault_stats[_FAULT_KIND_MAX]; /* LIVESNAP_DEBUG */
         uint64_t fault_run_end, fault_run_window; /* the last fault's window: where it ended, its size */
         ImageHole *holes;
         size_t n_holes, n_holes_allocated;
@@ -881,9 +889,6 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 }
         }
 
-        if (mode == SAVE_FAULT)
-                e->fault_kind = we - ws == COPY_WINDOW ? 1 : 0;
-
         /* Claim: the span from the first to the last pending page, copied as one piece. */
         for (uint64_t a = ws; a < we; a += PAGE_SIZE_4K) {
                 uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
@@ -896,6 +901,8 @@ static int engine_save(Engine *e, uint64_t addr, SaveMode mode, uint64_t lo, uin
                 }
         }
         e->pages_busy += claimed;
+        if (mode == SAVE_FAULT)
+                e->fault_kind = claimed > 0 ? FAULT_SAVED : we - ws == COPY_WINDOW ? FAULT_WINDOW_FREED : FAULT_OTHER;
         epoch = e->epoch;
         pthread_mutex_unlock(&e->lock);
 
@@ -1215,7 +1222,7 @@ static bool serve_fault(Engine *e, uint64_t addr, Deferred *retry)
 
         bool timed = debug_enabled();
         uint64_t t0 = timed ? now_usec() : 0;
-        e->fault_kind = 2;
+        e->fault_kind = FAULT_OTHER;
         r = engine_save(e, addr, SAVE_FAULT, 0, 0);
         if (timed) {
                 uint64_t us = now_usec() - t0;
@@ -3880,10 +3887,11 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
          * write-protect bit and wakes any thread still waiting. Then drain the writer. */
         engine_stop_threads(e, &handler, &copier, &writer);
         debug("threads stopped, buffer drained");
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < _FAULT_KIND_MAX; k++)
                 debug("faults %s: %" PRIu64 ", %" PRIu64 " us in all, %" PRIu64 " over 100 us, %" PRIu64
                       " over 500 us, longest %" PRIu64 " us",
-                      k == 0 ? "saving pages" : k == 1 ? "freeing a saved window" : "other", e->fault_stats[k].n,
+                      k == FAULT_SAVED ? "saving pages" : k == FAULT_WINDOW_FREED ? "freeing a saved window" : "other",
+                      e->fault_stats[k].n,
                       e->fault_stats[k].us, e->fault_stats[k].over100, e->fault_stats[k].over500,
                       e->fault_stats[k].max);
         e->uffd = safe_close(e->uffd);
