@@ -301,6 +301,12 @@ read_mem() {
         dd if=/proc/"$1"/mem bs="$3" count=1 iflag=skip_bytes skip=$(($2)) status=none
 }
 
+# index_entries IMAGE: the number of entries in IMAGE's index, as its trailer (the last 48 bytes; see
+# DiskTrailer in lib/image.c) records it.
+index_entries() {
+        tail -c 48 "$1" | od -An -tu8 -j32 -N8 | tr -d ' '
+}
+
 # pages_present PID ADDR NPAGES: how many of the NPAGES pages at ADDR are present in PID's page tables
 # (bit 63 of /proc/PID/pagemap).
 pages_present() {

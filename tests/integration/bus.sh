@@ -114,7 +114,7 @@ SWEEP_DIR=$VICTIM_DIR
 ID=$(jq -er .id "$TEST_TMP/cp.json")
 jq -e '.freeze_us > 0 and .pages_saved > 0' "$TEST_TMP/cp.json" >/dev/null || die "checkpoint --json lacks figures"
 [[ $(stat -c '%a %U' "$STORE/$ID.lsnap") == "600 root" ]] || die "checkpoint file is not 0600 root"
-entries=$(tail -c 48 "$STORE/$ID.lsnap" | od -An -tu8 -j32 -N8 | tr -d ' ')
+entries=$(index_entries "$STORE/$ID.lsnap")
 ((entries > 16)) || die "the checkpoint's index has $entries entries: the worker's writer never spilled it"
 # Export through the daemon (the CLI passes it a file descriptor), as an image and as a core.
 "$LIVESNAP" export "$ID" --format image -o "$TEST_TMP/exported.lsnap" || die "export of $ID as an image failed"

@@ -35,7 +35,7 @@ dump_and_check() {
         if [[ -n ${LIVESNAP_INDEX_MEMORY:-} ]]; then
                 # More index entries (the trailer's count) than the writer held in memory: it spilled.
                 local entries
-                entries=$(tail -c 48 "$image" | od -An -tu8 -j32 -N8 | tr -d ' ')
+                entries=$(index_entries "$image")
                 ((entries > LIVESNAP_INDEX_MEMORY / 16)) ||
                         die "$label: $entries index entries, no more than $LIVESNAP_INDEX_MEMORY bytes hold: nothing spilled"
                 log "$label: $entries index entries, $((LIVESNAP_INDEX_MEMORY / 16)) at most in memory at once"
