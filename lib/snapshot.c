@@ -3355,7 +3355,7 @@ static void reap_all(Engine *e)
 static void supervise(Engine *e, int sfd, atomic_bool *until)
 {
         Target *t = e->target;
-        uint64_t last_progress = 0;
+        uint64_t last_progress = 0, last_debug = 0;
 
         /* Threads already exiting at the freeze (or held since the prepare phase). */
         for (size_t i = 0; !e->pre && i < t->n_threads; i++)
@@ -3371,7 +3371,7 @@ static void supervise(Engine *e, int sfd, atomic_bool *until)
                         { .fd = e->super_fd, .events = POLLIN },
                 };
 
-                (void)poll(p, 3, 100);
+                (void)poll(p, 3, debug_enabled() ? 50 : 100);
                 if (p[2].revents & POLLIN) {
                         /* Consume the wake-up, or every later poll returns at once and this thread spins
                          * for the rest of the snapshot (the prepare phase's wake-up is followed by a copy
@@ -3390,6 +3390,18 @@ static void supervise(Engine *e, int sfd, atomic_bool *until)
                 reap_all(e);
 
                 uint64_t now = now_usec();
+                if (!e->pre && now - last_debug >= 50000 && debug_enabled()) {
+                        /* A time series of the copy for timelines (bench/redis/timeline.sh). */
+                        uint64_t used;
+
+                        last_debug = now;
+                        pthread_mutex_lock(&e->buf_lock);
+                        used = e->buf_used;
+                        pthread_mutex_unlock(&e->buf_lock);
+                        debug("copy: %" PRIu64 " MiB done, %" PRIu64 " faults, %" PRIu64 " pages saved by them, %.1f MiB buffered",
+                              atomic_load(&e->bytes_done) >> 20, (uint64_t)atomic_load(&e->faults),
+                              (uint64_t)atomic_load(&e->pages_faulted), used / 1048576.0);
+                }
                 if (e->opts->progress && !e->pre && now - last_progress >= 100000) {
                         last_progress = now;
                         e->opts->progress(e->opts->userdata, atomic_load(&e->bytes_done),

@@ -12,8 +12,9 @@
  * with it).
  *
  * With LOADGEN_TICK_MS=N in the environment it also writes, every N ms, to stderr:
- *   tick T n=N max_us=M
- * (T: CLOCK_MONOTONIC seconds at the tick's end; N replies and the longest latency in it), which
+ *   tick T n=N max_us=M over_1ms=K
+ * (T: CLOCK_MONOTONIC seconds at the tick's end; N replies, the longest latency and how many took over
+ * 1 ms in it), which
  * timeline.sh lays beside a dump's phases.
  *
  * Windows are set on stdin as for pingloop: "mark NAME" ends the current window and starts NAME,
@@ -60,14 +61,16 @@ static int64_t win_start;
 static char name[128] = "start";
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static int64_t tick_us, tick_end;
-static size_t tick_n;
+static size_t tick_n, tick_over_1ms;
 static uint32_t tick_max;
 
 static void tick(int64_t now)
 {
 	while (tick_us > 0 && now >= tick_end) {
-		fprintf(stderr, "tick %.6f n=%zu max_us=%u\n", tick_end / 1e6, tick_n, tick_max);
+		fprintf(stderr, "tick %.6f n=%zu max_us=%u over_1ms=%zu\n", tick_end / 1e6, tick_n, tick_max,
+			tick_over_1ms);
 		tick_n = 0;
+		tick_over_1ms = 0;
 		tick_max = 0;
 		tick_end += tick_us;
 	}
@@ -291,6 +294,8 @@ int main(int argc, char **argv)
 				lat = realloc(lat, (cap *= 2) * sizeof *lat);
 			lat[nlat++] = (uint32_t)(t - c->t0);
 			tick_n++;
+			if (t - c->t0 > 1000)
+				tick_over_1ms++;
 			if ((uint32_t)(t - c->t0) > tick_max)
 				tick_max = (uint32_t)(t - c->t0);
 			c->busy = 0;

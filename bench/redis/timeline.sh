@@ -145,13 +145,13 @@ for line in open(sys.argv[2]):
         ev.append((float(m.group(2)) - us / 1e6, 'PING gap of %.0f ms begins' % (us / 1000)))
 ticks = []
 for line in open(sys.argv[3]):
-    m = re.match(r'tick ([0-9.]+) n=(\d+) max_us=(\d+)', line)
+    m = re.match(r'tick ([0-9.]+) n=(\d+) max_us=(\d+) over_1ms=(\d+)', line)
     if m:
-        ticks.append((float(m.group(1)), int(m.group(2)), int(m.group(3))))
+        ticks.append((float(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))))
 for i in range(1, len(ticks)):
-    t, n, mx = ticks[i]
+    t, n, mx, o1 = ticks[i]
     secs = t - ticks[i - 1][0]
-    ev.append((t, 'load: %6.0f SET/s, longest %5.1f ms (to here)' % (n / secs, mx / 1000)))
+    ev.append((t, 'load: %6.0f SET/s, longest %5.1f ms, %4d over 1 ms (to here)' % (n / secs, mx / 1000, o1)))
 # From 1 s before the dump; times from its first line.
 t0 = min((t for t, what in ev if what.startswith('livesnap')), default=0)
 ev = sorted(x for x in ev if x[0] >= t0 - 1)
