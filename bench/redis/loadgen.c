@@ -19,7 +19,10 @@
  *
  * Windows are set on stdin as for pingloop: "mark NAME" ends the current window and starts NAME,
  * "quit" or EOF ends the last and exits. Each window prints one line:
- *   NAME n=N secs=S rps=R p50_us=.. p99_us=.. p999_us=.. max_us=.. errors=E
+ *   NAME n=N secs=S rps=R p50_us=.. p99_us=.. p999_us=.. max_us=.. errors=E over_1ms=.. over_10ms=..
+ * "span NAME SECS" starts, beside the marked windows, one of a fixed length, reported the same way when
+ * it has run SECS seconds (or at the next span, or at the end): the same stretch of traffic after two
+ * snapshots that last for different times.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,10 +58,14 @@ struct conn {
 	char rbuf[256];
 };
 
-static uint32_t *lat;
-static size_t nlat, cap, errors;
-static int64_t win_start;
-static char name[128] = "start";
+/* A window of replies: the current one (cut by marks), or a span of fixed length that runs beside it. */
+struct window {
+	uint32_t *lat;
+	size_t n, cap, errors;
+	int64_t start, end; /* end: a span's; 0 for the marked window */
+	char name[128];
+};
+static struct window win = {.name = "start"}, span;
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static int64_t tick_us, tick_end;
 static size_t tick_n, tick_over_1ms;
@@ -84,29 +91,52 @@ static uint64_t xorshift(void)
 	return rng;
 }
 
-static void report(int64_t now)
+static void report(struct window *w, int64_t now)
 {
 	uint32_t p50 = 0, p99 = 0, p999 = 0, max = 0;
 	size_t over_1ms = 0, over_10ms = 0;
-	for (size_t i = 0; i < nlat; i++) {
-		over_1ms += lat[i] > 1000;
-		over_10ms += lat[i] > 10000;
+	for (size_t i = 0; i < w->n; i++) {
+		over_1ms += w->lat[i] > 1000;
+		over_10ms += w->lat[i] > 10000;
 	}
-	if (nlat) {
-		qsort(lat, nlat, sizeof *lat, cmp_u32);
-		p50 = lat[(size_t)((nlat - 1) * 0.5)];
-		p99 = lat[(size_t)((nlat - 1) * 0.99)];
-		p999 = lat[(size_t)((nlat - 1) * 0.999)];
-		max = lat[nlat - 1];
+	if (w->n) {
+		qsort(w->lat, w->n, sizeof *w->lat, cmp_u32);
+		p50 = w->lat[(size_t)((w->n - 1) * 0.5)];
+		p99 = w->lat[(size_t)((w->n - 1) * 0.99)];
+		p999 = w->lat[(size_t)((w->n - 1) * 0.999)];
+		max = w->lat[w->n - 1];
 	}
-	double secs = (now - win_start) / 1e6;
+	double secs = (now - w->start) / 1e6;
 	printf("%s n=%zu secs=%.3f rps=%.0f p50_us=%u p99_us=%u p999_us=%u max_us=%u errors=%zu over_1ms=%zu "
 	       "over_10ms=%zu\n",
-	       name, nlat, secs, secs > 0 ? nlat / secs : 0, p50, p99, p999, max, errors, over_1ms, over_10ms);
+	       w->name, w->n, secs, secs > 0 ? w->n / secs : 0, p50, p99, p999, max, w->errors, over_1ms, over_10ms);
 	fflush(stdout);
-	nlat = 0;
-	errors = 0;
-	win_start = now;
+	w->n = 0;
+	w->errors = 0;
+	w->start = now;
+}
+
+static void record(struct window *w, uint32_t us, int error)
+{
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 1 << 20;
+		w->lat = realloc(w->lat, w->cap * sizeof *w->lat);
+		if (!w->lat) {
+			fprintf(stderr, "loadgen: out of memory\n");
+			exit(1);
+		}
+	}
+	w->lat[w->n++] = us;
+	w->errors += error;
+}
+
+/* A span that has run its length is reported, stamped with its end. */
+static void span_check(int64_t now)
+{
+	if (span.end > 0 && now >= span.end) {
+		report(&span, span.end);
+		span.end = 0;
+	}
 }
 
 static int control(void)
@@ -115,7 +145,9 @@ static int control(void)
 	static size_t len;
 	ssize_t n = read(0, buf + len, sizeof buf - 1 - len);
 	if (n <= 0) {
-		report(now_us());
+		report(&win, now_us());
+		if (span.end > 0)
+			report(&span, now_us());
 		return 0;
 	}
 	len += (size_t)n;
@@ -124,10 +156,23 @@ static int control(void)
 		*nl = 0;
 		int64_t now = now_us();
 		if (!strncmp(buf, "mark ", 5)) {
-			report(now);
-			snprintf(name, sizeof name, "%.120s", buf + 5);
+			report(&win, now);
+			snprintf(win.name, sizeof win.name, "%.120s", buf + 5);
+		} else if (!strncmp(buf, "span ", 5)) {
+			char sname[128];
+			double secs;
+			if (sscanf(buf + 5, "%120s %lf", sname, &secs) == 2 && secs > 0) {
+				if (span.end > 0)
+					report(&span, now);
+				snprintf(span.name, sizeof span.name, "%s", sname);
+				span.n = span.errors = 0;
+				span.start = now;
+				span.end = now + (int64_t)(secs * 1e6);
+			}
 		} else if (!strcmp(buf, "quit")) {
-			report(now);
+			report(&win, now);
+			if (span.end > 0)
+				report(&span, now);
 			return 0;
 		}
 		len -= (size_t)(nl + 1 - buf);
@@ -213,10 +258,8 @@ int main(int argc, char **argv)
 	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
 	epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
 
-	cap = 1 << 20;
-	lat = malloc(cap * sizeof *lat);
 	int64_t start = now_us();
-	win_start = start;
+	win.start = start;
 	if (getenv("LOADGEN_TICK_MS")) {
 		tick_us = atol(getenv("LOADGEN_TICK_MS")) * 1000;
 		tick_end = start + tick_us;
@@ -252,8 +295,12 @@ int main(int argc, char **argv)
 				tsp = &ts;
 			}
 		}
-		if (tick_us > 0) { /* wake for the next tick, even with every connection stuck */
-			int64_t wait = tick_end - now_us();
+		/* Wake for the next tick and a span's end, even with every connection stuck. */
+		int64_t wake = tick_us > 0 ? tick_end : 0;
+		if (span.end > 0 && (wake == 0 || span.end < wake))
+			wake = span.end;
+		if (wake > 0) {
+			int64_t wait = wake - now_us();
 			if (wait < 0)
 				wait = 0;
 			if (!tsp || wait < tsp->tv_sec * 1000000 + tsp->tv_nsec / 1000) {
@@ -265,6 +312,7 @@ int main(int argc, char **argv)
 		struct epoll_event evs[64];
 		int n = epoll_pwait2(ep, evs, 64, tsp, NULL);
 		tick(now_us());
+		span_check(now_us());
 		if (n < 0 && errno != EINTR) {
 			perror("loadgen: epoll_wait");
 			return 1;
@@ -281,18 +329,17 @@ int main(int argc, char **argv)
 				if (r < 0 && (errno == EINTR || errno == EAGAIN))
 					continue;
 				fprintf(stderr, "loadgen: connection lost\n");
-				report(now_us());
+				report(&win, now_us());
 				return 1;
 			}
 			c->rlen += (size_t)r;
 			if (!memchr(c->rbuf, '\n', c->rlen))
 				continue;
 			int64_t t = now_us();
-			if (c->rbuf[0] != '+')
-				errors++;
-			if (nlat == cap)
-				lat = realloc(lat, (cap *= 2) * sizeof *lat);
-			lat[nlat++] = (uint32_t)(t - c->t0);
+			span_check(t);
+			record(&win, (uint32_t)(t - c->t0), c->rbuf[0] != '+');
+			if (span.end > 0)
+				record(&span, (uint32_t)(t - c->t0), c->rbuf[0] != '+');
 			tick_n++;
 			if (t - c->t0 > 1000)
 				tick_over_1ms++;
