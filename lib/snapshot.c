@@ -3398,7 +3398,8 @@ static void supervise(Engine *e, int sfd, atomic_bool *until)
                         pthread_mutex_lock(&e->buf_lock);
                         used = e->buf_used;
                         pthread_mutex_unlock(&e->buf_lock);
-                        debug("copy: %" PRIu64 " MiB done, %" PRIu64 " faults, %" PRIu64 " pages saved by them, %.1f MiB buffered",
+                        debug("copy: %" PRIu64 " MiB done, %" PRIu64 " faults, %" PRIu64
+                              " pages saved by them, %.1f MiB buffered",
                               atomic_load(&e->bytes_done) >> 20, (uint64_t)atomic_load(&e->faults),
                               (uint64_t)atomic_load(&e->pages_faulted), used / 1048576.0);
                 }
