@@ -5,10 +5,11 @@
  *
  * Prepare (the target runs): a userfaultfd is created inside the target by syscall injection and pulled
  * out with pidfd_getfd(), with UFFD_FEATURE_WP_UNPOPULATED, so protecting a range protects its empty
- * pages too. The fault handler thread registers every mapping and write-protects it in slices of
+ * pages too. A walker thread registers every mapping and write-protects it in slices of
  * PREPARE_SLICE, recording after each slice which pages are present (PAGEMAP_SCAN: protect first, so a
- * page populated in between faults). A write fault in this phase saves nothing: the page is released
- * (un-protected), marked PG_DIRTY and PENDING, and queued on Engine.dirty. Then passes re-protect the
+ * page populated in between faults), while the fault handler serves the target's faults. A write fault
+ * in this phase saves nothing: the page is released (un-protected), marked PG_DIRTY and PENDING, and
+ * queued on Engine.dirty; one in the slice being covered waits for its step (see walker_thread). Then passes re-protect the
  * dirty pages until few are left (DIRTY_LEFT) or passes stop paying. Events move the bookkeeping as
  * usual; MADV_DONTNEED drops the pages and their protection, so a REMOVE marks its range dirty too.
  * Threads reaching their exit stay in their exit stop until after the instant (the kernel's last
@@ -208,7 +209,11 @@ typedef struct Engine {
         bool pre_hugetlb, pre_walked, pre_rewalked, pass_active;
         uint64_t pass_start, settle_until;
         size_t last_dirty;
-        atomic_bool pre_ready; /* the handler has protected everything and converged */
+        atomic_bool pre_ready; /* the walker has protected everything and converged */
+        pthread_t walker;      /* runs prepare_work() while the handler serves faults (see walker_thread) */
+        bool walking;          /* under lock: a step of prepare_work() is under way; events wait for it */
+        uint64_t step_lo, step_hi; /* under lock: what the step is covering; faults there wait for it */
+        bool step_deferred;    /* under lock: a fault waited for the step, wake the handler after it */
         PrivTrack *priv;       /* private file mappings tracked by async_uffd */
         size_t n_priv;
         uint64_t priv_held_pages, priv_held_max;
@@ -1209,9 +1214,9 @@ static bool serve_fault(Engine *e, uint64_t addr, Deferred *retry)
         if (e->pre) {
                 /* Before the instant (only this thread and a parked freeze change e->pre). */
                 r = pre_release(e, addr);
-                if (r == 0) {
+                if (r == 0 || r == 2) {
                         deferred_add(retry, addr);
-                        return true;
+                        return r == 0;
                 }
                 if (r == -ESRCH)
                         engine_fail_mm_gone(e);
@@ -1293,23 +1298,11 @@ static void *handler_thread(void *userdata)
 
                 handler_park_point(e, false);
 
-                /* After the instant, what the handler does is un-protect for faults; a thread waiting
-                 * on one is not running, so its CPU is free. */
-                if (!e->pre && now_usec() >= follow_at) {
+                /* What the handler does is un-protect for faults; a thread waiting on one is not
+                 * running, so its CPU is free. */
+                if (now_usec() >= follow_at) {
                         follow_target(e);
                         follow_at = now_usec() + FOLLOW_EVERY_US;
-                }
-
-                if (e->pre) {
-                        timeout = prepare_work(e);
-                        if (timeout < 0) {
-                                if (timeout == -ESRCH)
-                                        engine_fail_mm_gone(e);
-                                else
-                                        engine_fail(e, timeout, "protecting memory before the freeze failed: %s",
-                                                    strerror(-timeout));
-                                break;
-                        }
                 }
 
                 handler_park_point(e, true);
@@ -1378,7 +1371,10 @@ static void *handler_thread(void *userdata)
                         pthread_mutex_unlock(&e->lock);
                 else {
                         /* Bookkeeping changes: make every saver in flight revert (epoch), wait for them,
-                         * and keep new claims out until done. */
+                         * and keep new claims out until done. Before the instant, the walker's step
+                         * finishes first, and no step starts until done (see walker_thread). */
+                        while (e->walking && !atomic_load(&e->stop))
+                                pthread_cond_wait(&e->cond, &e->lock);
                         e->epoch++;
                         e->in_event = true;
                         wait_no_busy(e);
@@ -1669,10 +1665,16 @@ static int pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t i
 static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t cat)
 {
         Engine *e = userdata;
-        Range *rg = range_find(e, start);
+        Range *rg;
 
-        if (!rg)
+        /* Under the lock: in the prepare phase the handler releases pages of other ranges meanwhile,
+         * counting pages_pending too. */
+        pthread_mutex_lock(&e->lock);
+        rg = range_find(e, start);
+        if (!rg) {
+                pthread_mutex_unlock(&e->lock);
                 return 0;
+        }
         end = MIN(end, rg->end);
         for (uint64_t a = start; a < end; a += PAGE_SIZE_4K) {
                 uint8_t *p = &rg->pages[(a - rg->start) >> PAGE_SHIFT_4K];
@@ -1689,6 +1691,7 @@ static int mark_present(void *userdata, uint64_t start, uint64_t end, uint64_t c
                         e->pages_pending++;
                 }
         }
+        pthread_mutex_unlock(&e->lock);
         return 0;
 }
 
@@ -1771,9 +1774,9 @@ static bool name_is_shmem(const char *name)
  * Redis's own, and Redis all but stopped meanwhile; the final release (close of the uffd, which
  * rewrites every entry once more) took 3.5-5 s against 0.3 s. So the threads that change protections
  * run on the CPU the target last ran on (the thread of the last fault, else the main thread; in a
- * Redis they are the same): the fault handler before each step of the prepare phase, then (after the
- * instant, when its work is un-protecting for faults) every FOLLOW_EVERY_US; the copier before each
- * slice of the release. Copying and writing stay where the scheduler puts them, and the copier
+ * Redis they are the same): the walker before each step of the prepare phase, the fault handler (whose
+ * work is un-protecting for faults) every FOLLOW_EVERY_US; the copier before each slice of the
+ * release. Copying and writing stay where the scheduler puts them, and the copier
  * un-protects nothing: un-protecting each 2 MiB window it saved, from its own CPU, made it the worst
  * of these remote writers (a 4 GiB Redis under load served 1.7-4.7k SET/s instead of 11-14k once
  * the copier no longer waited for a slow image writer). The target loses a share of its CPU while
@@ -2276,7 +2279,8 @@ static void page_span(const Range *rg, uint64_t addr, uint64_t *ret_start, uint6
 }
 
 /* A write fault before the instant: nothing to save yet; release the page (or its huge page). Returns 1
- * when done, 0 to retry after the event in flight has been read, or a negative errno. */
+ * when done, 0 to retry after the event in flight has been read, 2 to retry after the walker's step, or
+ * a negative errno. */
 static int pre_release(Engine *e, uint64_t addr)
 {
         uint64_t s, t;
@@ -2286,6 +2290,13 @@ static int pre_release(Engine *e, uint64_t addr)
         pthread_mutex_lock(&e->lock);
         rg = range_find(e, addr);
         page_span(rg, addr, &s, &t);
+        if (e->walking && s < e->step_hi && e->step_lo < t) {
+                /* The walker is protecting and scanning this part: its pages get their states when the
+                 * step is done, and a release now would race with that. */
+                e->step_deferred = true;
+                pthread_mutex_unlock(&e->lock);
+                return 2;
+        }
         r = uffd_wp(e, s, t - s, false);
         if (r == -EAGAIN) {
                 pthread_mutex_unlock(&e->lock);
@@ -2418,6 +2429,10 @@ static int prepare_walk_step(Engine *e)
                 }
                 s = e->pre_next_addr;
                 t = MIN(m->end, s + PREPARE_SLICE);
+                pthread_mutex_lock(&e->lock);
+                e->step_lo = s;
+                e->step_hi = t;
+                pthread_mutex_unlock(&e->lock);
                 r = cover_gaps(e, m, s, t, e->pre_hugetlb, &retry);
                 if (r < 0)
                         return r;
@@ -2433,7 +2448,7 @@ static int prepare_walk_step(Engine *e)
 }
 
 /*
- * The handler's prepare work, one step at a time so faults are served in between: walk the map,
+ * The walker's work, one step at a time (see walker_thread): walk the map,
  * protecting it; walk a fresh map once more (mappings made meanwhile); then passes re-protecting what
  * the target wrote, each followed by a pause as long as the pass, until the dirty pages are few, stop
  * shrinking, or PREPARE_PASSES is reached. Then pre_ready wakes the supervisor, which freezes.
@@ -2502,6 +2517,67 @@ static int prepare_work(Engine *e)
         e->pass_start = now;
         e->pass_active = true;
         return 0;
+}
+
+/*
+ * The prepare phase's walk runs in a thread of its own, so that the handler serves the target's faults
+ * while it runs: a write to memory already protected is released at once rather than after the step in
+ * progress (each step protects and scans up to PREPARE_SLICE, 1-2 ms on the test VM, and the target,
+ * writing all over its heap, faulted again right after each release: a Redis served almost nothing for
+ * the whole phase). Only a fault in the part the step is covering waits for it (its pages get their
+ * states at the step's end), and an address-space event is handled between steps, never during one, as
+ * when one thread did both.
+ */
+static void walk_step_begin(Engine *e)
+{
+        pthread_mutex_lock(&e->lock);
+        while (e->in_event && !atomic_load(&e->stop))
+                pthread_cond_wait(&e->cond, &e->lock);
+        e->walking = true;
+        pthread_mutex_unlock(&e->lock);
+}
+
+static void walk_step_end(Engine *e)
+{
+        bool wake;
+
+        pthread_mutex_lock(&e->lock);
+        e->walking = false;
+        e->step_lo = e->step_hi = 0;
+        wake = e->step_deferred;
+        e->step_deferred = false;
+        pthread_cond_broadcast(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+        if (wake)
+                (void)eventfd_write(e->handler_fd, 1);
+}
+
+static void *walker_thread(void *userdata)
+{
+        Engine *e = userdata;
+
+        pthread_setname_np(pthread_self(), "livesnap-walk");
+
+        while (!atomic_load(&e->stop) && !atomic_load(&e->pre_ready)) {
+                struct pollfd p = { .fd = e->stop_fd, .events = POLLIN };
+                int timeout;
+
+                walk_step_begin(e);
+                timeout = prepare_work(e);
+                walk_step_end(e);
+                if (timeout < 0) {
+                        if (timeout == -ESRCH)
+                                engine_fail_mm_gone(e);
+                        else
+                                engine_fail(e, timeout, "protecting memory before the freeze failed: %s",
+                                            strerror(-timeout));
+                        break;
+                }
+                if (timeout > 0 && !atomic_load(&e->pre_ready))
+                        (void)poll(&p, 1, timeout); /* a pause between passes, or an event to be read */
+        }
+        unfollow_target(e);
+        return NULL;
 }
 
 /* ---- the freeze's share ---- */
@@ -3557,6 +3633,10 @@ static void engine_stop_threads(Engine *e, pthread_t *handler, pthread_t *copier
         pthread_cond_broadcast(&e->buf_cond);
         pthread_mutex_unlock(&e->buf_lock);
 
+        if (e->walker) {
+                pthread_join(e->walker, NULL);
+                e->walker = 0;
+        }
         if (*copier) {
                 pthread_join(*copier, NULL);
                 *copier = 0;
@@ -3764,7 +3844,16 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                         snprintf(res->error, sizeof(res->error), "cannot start the fault handler: %s", strerror(-r));
                         goto out;
                 }
+                r = -pthread_create(&e->walker, NULL, walker_thread, e);
+                if (r < 0) {
+                        e->walker = 0;
+                        snprintf(res->error, sizeof(res->error), "cannot start the prepare walk: %s", strerror(-r));
+                        goto out;
+                }
                 supervise(e, sfd, &e->pre_ready);
+                /* Done when it said so (or failed, or was stopped): nothing of it runs into the freeze. */
+                pthread_join(e->walker, NULL);
+                e->walker = 0;
                 if (atomic_load(&e->error) < 0)
                         goto failed;
                 res->prepare_us = now_usec() - t0;
