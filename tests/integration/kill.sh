@@ -71,7 +71,7 @@ test_stop_at() {
                         die "livesnap stopped at 'frozen' but the victim's threads are in states $(thread_states "$VICTIM_PID" | tr '\n' ' '), expected all t"
                 ;;
         preparing)
-                # Before the freeze the target runs; the handler has not started protecting yet.
+                # Before the freeze the target runs; the walker has not started protecting yet.
                 assert_not_stopped "$VICTIM_PID" "victim during the 'preparing' phase"
                 ;;
         copying)
