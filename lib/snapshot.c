@@ -9,11 +9,11 @@
  * PREPARE_SLICE, recording after each slice which pages are present (PAGEMAP_SCAN: protect first, so a
  * page populated in between faults), while the fault handler serves the target's faults. A write fault
  * in this phase saves nothing: the page is released (un-protected), marked PG_DIRTY and PENDING, and
- * queued on Engine.dirty; one in the slice being covered waits for its step (see walker_thread). Then passes re-protect the
- * dirty pages until few are left (DIRTY_LEFT) or passes stop paying. Events move the bookkeeping as
- * usual; MADV_DONTNEED drops the pages and their protection, so a REMOVE marks its range dirty too.
- * Threads reaching their exit stay in their exit stop until after the instant (the kernel's last
- * writes must not meet a page re-protected behind them).
+ * queued on Engine.dirty; one in the slice being covered waits for its step (see walker_thread). Then
+ * passes re-protect the dirty pages until few are left (DIRTY_LEFT) or passes stop paying. Events move
+ * the bookkeeping as usual; MADV_DONTNEED drops the pages and their protection, so a REMOVE marks its
+ * range dirty too. Threads reaching their exit stay in their exit stop until after the instant (the
+ * kernel's last writes must not meet a page re-protected behind them).
  *
  * Freeze (the instant T): every thread is stopped with ptrace and the handler parked; the map is read
  * again; mappings or parts of mappings the prepare phase did not cover (new, grown) are registered,
@@ -1293,7 +1293,6 @@ static void *handler_thread(void *userdata)
                         { .fd = e->stop_fd, .events = POLLIN },
                         { .fd = e->handler_fd, .events = POLLIN },
                 };
-                int timeout = 100;
                 ssize_t n;
 
                 handler_park_point(e, false);
@@ -1306,7 +1305,7 @@ static void *handler_thread(void *userdata)
                 }
 
                 handler_park_point(e, true);
-                int k = poll(p, 3, pending.n > 0 ? MIN(timeout, 1) : timeout);
+                int k = poll(p, 3, pending.n > 0 ? 1 : 100);
                 handler_park_point(e, false);
                 if (k < 0 && errno != EINTR) {
                         engine_fail(e, -errno, "poll on userfaultfd failed: %m");

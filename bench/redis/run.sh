@@ -441,6 +441,13 @@ rounds() {
 	echo "${out% }"
 }
 tool_name() { [[ $1 == bgsave ]] && echo BGSAVE || echo livesnap; }
+# tail_cells FILE TOOL SUFFIX: the table cells "p99 by round | **median** | p99.9 by round | median"
+tail_cells() {
+	local p99s p999s
+	p99s=$(rounds "$1" "$2" "$3" p99_us)
+	p999s=$(rounds "$1" "$2" "$3" p999_us)
+	echo "$p99s | **$(median $p99s)** | $p999s | $(median $p999s)"
+}
 median() { printf '%s\n' "$@" | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%+.0f%%", (a / b - 1) * 100 }'; }
 report() {
@@ -515,7 +522,7 @@ report() {
 		echo "|---|---|---|---|---|---|---|---|---|---|"
 		for g in "${measured[@]}"; do
 			lo=$W/load-$g.out
-			local t k p99s p999s pauses
+			local t k pauses
 			for t in bgsave livesnap; do
 				pauses=
 				for ((k = 1; k <= ROUNDS; k++)); do
@@ -527,9 +534,7 @@ report() {
 						pauses+="$(ms "$(jq -r .freeze_us "$W/dump-$g-$k.json" 2>/dev/null)") "
 					fi
 				done
-				p99s=$(rounds "$lo" $t "" p99_us)
-				p999s=$(rounds "$lo" $t "" p999_us)
-				echo "| $g | $(tool_name $t) | $p99s | **$(median $p99s)** | $p999s | $(median $p999s) | $(rounds "$lo" $t "" over_1ms) | $(rounds "$lo" $t "" over_10ms) | $(rounds "$lo" $t "" secs) | ${pauses% } |"
+				echo "| $g | $(tool_name $t) | $(tail_cells "$lo" $t "") | $(rounds "$lo" $t "" over_1ms) | $(rounds "$lo" $t "" over_10ms) | $(rounds "$lo" $t "" secs) | ${pauses% } |"
 			done
 		done
 	fi
@@ -545,12 +550,10 @@ report() {
 	echo "|---|---|---|---|---|---|---|---|---|---|"
 	for g in "${measured[@]}"; do
 		lo=$W/load-$g.out
-		local t p99s p999s o1s
+		local t o1s
 		for t in bgsave livesnap; do
-			p99s=$(rounds "$lo" $t -span p99_us)
-			p999s=$(rounds "$lo" $t -span p999_us)
 			o1s=$(rounds "$lo" $t -span over_1ms)
-			echo "| $g | $(tool_name $t) | $(median $(rounds "$lo" $t -span n)) | $p99s | **$(median $p99s)** | $p999s | $(median $p999s) | $o1s | $(median $o1s) | $(rounds "$lo" $t -span over_10ms) |"
+			echo "| $g | $(tool_name $t) | $(median $(rounds "$lo" $t -span n)) | $(tail_cells "$lo" $t -span) | $o1s | $(median $o1s) | $(rounds "$lo" $t -span over_10ms) |"
 		done
 	done
 	echo
