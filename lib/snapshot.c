@@ -215,6 +215,7 @@ typedef struct Engine {
         size_t n_pre_maps, pre_next_map;
         uint64_t pre_next_addr; /* 0: the next mapping is not registered yet */
         bool pre_hugetlb, pre_walked, pre_rewalked, pass_active, pass_final;
+        unsigned pass_enoent;  /* re-protects in a row that met a mapping gone (see prepare_work) */
         uint64_t pass_start, settle_until;
         size_t last_dirty;
         atomic_bool pre_ready; /* the walker has protected everything and converged */
@@ -1826,6 +1827,7 @@ static void unfollow_target(Engine *e)
 #define REPROTECT_RUNS 512                /* ioctls per step of a pass, between two looks at the uffd */
 #define DIRTY_LEFT 512                    /* few enough dirty pages to re-protect inside the freeze */
 #define PREPARE_PASSES 8
+#define PASS_ENOENT_RETRIES 100 /* steps, about 1 ms apart, for the handler to apply an event */
 
 static bool vma_is_special(const ProcMap *m)
 {
@@ -2571,8 +2573,13 @@ static int prepare_work(Engine *e)
                 r = reprotect_dirty(e, REPROTECT_RUNS, &pages);
                 if (r == -EAGAIN)
                         return 1; /* an event is in flight: read it first */
+                if (r == -ENOENT && ++e->pass_enoent <= PASS_ENOENT_RETRIES)
+                        /* A run's mapping went away: the handler has read the event (else EAGAIN) and waits
+                         * for this step to end to apply it, which drops the run's pages from the list. */
+                        return 1;
                 if (r < 0)
                         return r;
+                e->pass_enoent = 0;
                 if (r > 0)
                         return 0;
                 e->pass_active = false;
