@@ -225,7 +225,7 @@ typedef struct Engine {
         bool step_deferred;    /* under lock: a fault waited for the step, wake the handler after it */
         PrivTrack *priv;       /* private file mappings tracked by async_uffd */
         size_t n_priv;
-        Unregistrable *unreg;  /* mappings the prepare phase could not register: the freeze does not try again */
+        Unregistrable *unreg;  /* mappings the sync uffd does not take, in address order: the freeze does not try */
         size_t n_unreg;
         uint64_t priv_held_pages, priv_held_max;
         uint64_t priv_early;                  /* held pages whose early copy stood at the instant */
@@ -2249,11 +2249,6 @@ static int priv_copy_unheld(void *userdata, uint64_t start, uint64_t end, uint64
         return 0;
 }
 
-/*
- * The freeze, for the tracked mapping pt (unchanged, so what the prepare phase held is of this mapping):
- * held pages no longer present, private and protected were written or dropped since their copy, and are
- * read again; private pages not held are copied; then everything goes to the writer.
- */
 /* The private pages of a tracked mapping at the instant: all of them, and those present and not written
  * since the prepare phase protected them (what a held copy of them still holds). */
 typedef struct PrivScan {
@@ -2270,6 +2265,11 @@ static int priv_scan_add(void *userdata, uint64_t start, uint64_t end, uint64_t 
         return r;
 }
 
+/*
+ * The freeze, for the tracked mapping pt (unchanged, so what the prepare phase held is of this mapping):
+ * held pages no longer present, private and protected were written or dropped since their copy, and are
+ * read again; private pages not held are copied; then everything goes to the writer.
+ */
 static int priv_freeze(Engine *e, PrivTrack *pt)
 {
         PrivCopy pc = { .e = e, .c = pt->held };
