@@ -1868,19 +1868,31 @@ static int register_vma(Engine *e, const ProcMap *m)
         return ioctl(e->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
-/* The first range starting at or after addr, or NULL. */
-static Range *range_next(Engine *e, uint64_t addr)
+/* The index of the first of the n elements at v (size bytes each, in order of the uint64_t at offset off
+ * in each: an address) whose address is at least addr; n if none. */
+static size_t lower_bound_addr(const void *v, size_t n, size_t size, size_t off, uint64_t addr)
 {
-        size_t lo = 0, hi = e->n_ranges;
+        size_t lo = 0, hi = n;
 
         while (lo < hi) {
                 size_t mid = (lo + hi) / 2;
-                if (e->ranges[mid].start < addr)
+                uint64_t a;
+
+                memcpy(&a, (const uint8_t *)v + mid * size + off, sizeof(a));
+                if (a < addr)
                         lo = mid + 1;
                 else
                         hi = mid;
         }
-        return lo < e->n_ranges ? &e->ranges[lo] : NULL;
+        return lo;
+}
+
+/* The first range starting at or after addr, or NULL. */
+static Range *range_next(Engine *e, uint64_t addr)
+{
+        size_t i = lower_bound_addr(e->ranges, e->n_ranges, sizeof(Range), offsetof(Range, start), addr);
+
+        return i < e->n_ranges ? &e->ranges[i] : NULL;
 }
 
 /* Whether ranges cover any of [start, end), and whether they leave any of it uncovered. */
@@ -2068,16 +2080,13 @@ static PrivTrack *priv_match(Engine *e, const ProcMap *m)
 /* The first entry of e->unreg (in address order) starting at or after start. */
 static size_t unreg_lower_bound(const Engine *e, uint64_t start)
 {
-        size_t lo = 0, hi = e->n_unreg;
+        return lower_bound_addr(e->unreg, e->n_unreg, sizeof(Unregistrable), offsetof(Unregistrable, start), start);
+}
 
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (e->unreg[mid].start < start)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return lo;
+static bool unreg_is(const Unregistrable *u, const ProcMap *m)
+{
+        return u->start == m->start && u->end == m->end && u->pgoff == m->offset && u->inode == m->inode &&
+               u->dev_major == m->dev_major && u->dev_minor == m->dev_minor && u->prot == m->prot;
 }
 
 /*
@@ -2090,26 +2099,23 @@ static size_t unreg_lower_bound(const Engine *e, uint64_t start)
 static bool unreg_known(const Engine *e, const ProcMap *m)
 {
         size_t i = unreg_lower_bound(e, m->start);
-        const Unregistrable *u = i < e->n_unreg ? &e->unreg[i] : NULL;
 
-        return u && u->start == m->start && u->end == m->end && u->pgoff == m->offset && u->inode == m->inode &&
-               u->dev_major == m->dev_major && u->dev_minor == m->dev_minor && u->prot == m->prot;
+        return i < e->n_unreg && unreg_is(&e->unreg[i], m);
 }
 
 /* Remembers that m could not be registered, in address order (the walk goes up the map, so this appends
  * but for mappings the second walk finds). Best effort: forgetting only costs the freeze a try. */
 static void unreg_add(Engine *e, const ProcMap *m)
 {
+        size_t i = unreg_lower_bound(e, m->start);
         Unregistrable *u;
-        size_t i;
 
-        if (unreg_known(e, m))
+        if (i < e->n_unreg && unreg_is(&e->unreg[i], m))
                 return;
         u = reallocarray(e->unreg, e->n_unreg + 1, sizeof(Unregistrable));
         if (!u)
                 return;
         e->unreg = u;
-        i = unreg_lower_bound(e, m->start);
         memmove(&u[i + 1], &u[i], (e->n_unreg - i) * sizeof(Unregistrable));
         u[i] = (Unregistrable){ .start = m->start, .end = m->end, .pgoff = m->offset, .inode = m->inode,
                                 .dev_major = m->dev_major, .dev_minor = m->dev_minor, .prot = m->prot };
