@@ -188,6 +188,11 @@ typedef enum FaultKind {
         _FAULT_KIND_MAX,
 } FaultKind;
 
+typedef struct Spans {
+        uint64_t (*v)[2];
+        size_t n, allocated;
+} Spans;
+
 typedef struct Engine {
         Target *target;
         int uffd;
@@ -279,6 +284,7 @@ typedef struct Engine {
         uint64_t *pool_map;           /* one bit per page, set when in use */
 
         /* Memory uffd-wp cannot make point-in-time (hazards.h). */
+        Spans holed;         /* registered at the instant with holes left in them (see holes) */
         HazardRange *pinned; /* copied while stopped */
         size_t n_pinned;
         int pinned_error;     /* finding them failed (negative errno): the image says so */
@@ -1476,6 +1482,15 @@ static void release_saved(Engine *e)
                         slices++;
                         a = t;
                 }
+        /* The holes of mappings that have them (see holes), in one go each: nothing is protected there. */
+        for (size_t i = 0; i < e->holed.n && !atomic_load(&e->stop); i++) {
+                struct uffdio_range range = { .start = e->holed.v[i][0], .len = e->holed.v[i][1] - e->holed.v[i][0] };
+
+                follow_target(e);
+                if (ioctl(e->uffd, UFFDIO_UNREGISTER, &range) < 0)
+                        refused++;
+                slices++;
+        }
         unfollow_target(e);
         debug("released %" PRIu64 " MiB in %u slices (%u refused, left to the close) in %.1f ms", bytes >> 20,
               slices, refused, (now_usec() - t0) / 1000.0);
@@ -1916,11 +1931,6 @@ static void coverage(Engine *e, uint64_t start, uint64_t end, bool *ret_any, boo
         }
 }
 
-typedef struct Spans {
-        uint64_t (*v)[2];
-        size_t n, allocated;
-} Spans;
-
 static int spans_add(void *userdata, uint64_t start, uint64_t end, uint64_t categories)
 {
         Spans *s = userdata;
@@ -1983,7 +1993,7 @@ static int track_span(Engine *e, const ProcMap *m, uint64_t start, uint64_t end,
  * those (not "written"); only they get ranges. The rest is left uncovered, for a later walk or the
  * freeze to cover.
  */
-static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
+static int cover_span(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
 {
         Spans spans = {};
         uint64_t covered = 0;
@@ -2011,6 +2021,124 @@ static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end,
         if (r < 0)
                 return r;
         return !e->prepare || covered == end - start;
+}
+
+/*
+ * Holes. With WP_UNPOPULATED a protect puts a marker in every empty page, and a marker needs a page
+ * table: protecting a sparse mapping whole (an AddressSanitizer shadow of terabytes, a heap reserved
+ * with MAP_NORESERVE) grew the target's page tables by 2 MiB for every GiB it spans (a 64 GiB mapping
+ * holding 64 MiB: 128 MiB of page tables, kept until the target exits) and took seconds to minutes. So
+ * in a private anonymous mapping, runs of HOLE_MIN or more without a page are neither protected nor
+ * tracked. An empty page there reads as zero at the instant, whatever the target does with it later.
+ * One the target fills before the instant carries no marker and faults nothing: the freeze finds it,
+ * since it covers every part of a registered mapping that no range covers, and there covers what holds
+ * pages. Private anonymous memory only: an empty page of shared memory may still hold data in its file,
+ * and hugetlb keeps markers of its own.
+ */
+#define HOLE_MIN PREPARE_SLICE
+
+static bool vma_may_have_holes(const ProcMap *m, bool hugetlb)
+{
+        return !hugetlb && !m->shared && m->inode == 0 && m->end - m->start >= HOLE_MIN;
+}
+
+/* The start of the first page in [start, end) holding data or a marker, or end. The walk stops there. */
+static int first_populated(Engine *e, uint64_t start, uint64_t end, uint64_t *ret_first)
+{
+        while (start < end) {
+                struct page_region region = {};
+                struct pm_scan_arg arg = {
+                        .size = sizeof(arg),
+                        .start = start,
+                        .end = end,
+                        .vec = (uint64_t)(uintptr_t)&region,
+                        .vec_len = 1,
+                        .max_pages = 1,
+                        .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                };
+                long n = ioctl(e->pagemap_fd, PAGEMAP_SCAN, &arg);
+
+                if (n < 0)
+                        return -errno;
+                if (n > 0) {
+                        *ret_first = region.start;
+                        return 0;
+                }
+                if (arg.walk_end <= start)
+                        break;
+                start = arg.walk_end;
+        }
+        *ret_first = end;
+        return 0;
+}
+
+/* The parts of [start, end) to protect, appended to *blocks: every run of pages holding data or a marker,
+ * widened to 2 MiB blocks and joined with its neighbours, and with the ends of [start, end), across less
+ * than HOLE_MIN. */
+static int populated_blocks(Engine *e, uint64_t start, uint64_t end, Spans *blocks)
+{
+        struct page_region regions[256] = {};
+        size_t first = blocks->n;
+        uint64_t a = start;
+
+        while (a < end) {
+                /* return_mask 0: runs of pages of any such kind come as one region */
+                struct pm_scan_arg arg = {
+                        .size = sizeof(arg),
+                        .start = a,
+                        .end = end,
+                        .vec = (uint64_t)(uintptr_t)regions,
+                        .vec_len = ELEMENTSOF(regions),
+                        .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                };
+                long n = ioctl(e->pagemap_fd, PAGEMAP_SCAN, &arg);
+
+                if (n < 0)
+                        return -errno;
+                for (long i = 0; i < n; i++) {
+                        uint64_t s = MAX(ALIGN_DOWN(regions[i].start, HPAGE_SIZE_2M), start);
+                        uint64_t t = MIN(ALIGN_UP(regions[i].end, HPAGE_SIZE_2M), end);
+
+                        if (blocks->n == first && s - start < HOLE_MIN)
+                                s = start;
+                        if (blocks->n > first && s - blocks->v[blocks->n - 1][1] < HOLE_MIN)
+                                s = blocks->v[blocks->n - 1][1];
+                        if (blocks->n > first && s <= blocks->v[blocks->n - 1][1])
+                                blocks->v[blocks->n - 1][1] = MAX(blocks->v[blocks->n - 1][1], t);
+                        else if (spans_add(blocks, s, t, 0) < 0)
+                                return -ENOMEM;
+                }
+                if (arg.walk_end <= a)
+                        break;
+                a = arg.walk_end;
+        }
+        if (blocks->n == first)
+                return end - start < HOLE_MIN ? spans_add(blocks, start, end, 0) : 0;
+        if (end - blocks->v[blocks->n - 1][1] < HOLE_MIN)
+                blocks->v[blocks->n - 1][1] = end;
+        return 0;
+}
+
+/*
+ * Covers [start, end) of the registered mapping m, which no range covers yet: all of it, or in a mapping
+ * that may have holes only what populated_blocks() finds. A part no longer than HOLE_MIN holds no hole:
+ * that is a step of the walk, which steps over holes itself. Returns as cover_span().
+ */
+static int cover_part(Engine *e, const ProcMap *m, uint64_t start, uint64_t end, bool hugetlb)
+{
+        Spans blocks = {};
+        int r, covered = 1;
+
+        if (!vma_may_have_holes(m, hugetlb) || end - start <= HOLE_MIN)
+                return cover_span(e, m, start, end, hugetlb);
+        r = populated_blocks(e, start, end, &blocks);
+        for (size_t i = 0; i < blocks.n && r >= 0; i++) {
+                r = cover_span(e, m, blocks.v[i][0], blocks.v[i][1], hugetlb);
+                if (r == 0)
+                        covered = 0;
+        }
+        free(blocks.v);
+        return r < 0 ? r : covered;
 }
 
 /* cover_part() on every part of [start, end) that no range covers yet. *ret_retry says some part
@@ -2516,6 +2644,21 @@ static int prepare_walk_step(Engine *e)
                         e->pre_hugetlb = vma_is_hugetlb(e, m);
                 }
                 s = e->pre_next_addr;
+                if (vma_may_have_holes(m, e->pre_hugetlb)) {
+                        /* Straight over a hole (see holes above): one scan, however large. */
+                        uint64_t first = m->end;
+
+                        r = first_populated(e, s, m->end, &first);
+                        if (r < 0)
+                                return r;
+                        if (first >= m->end && m->end - s >= HOLE_MIN) {
+                                e->pre_next_map++;
+                                e->pre_next_addr = 0;
+                                continue;
+                        }
+                        if (first - s >= HOLE_MIN)
+                                s = ALIGN_DOWN(first, HPAGE_SIZE_2M);
+                }
                 t = MIN(m->end, s + PREPARE_SLICE);
                 pthread_mutex_lock(&e->lock);
                 e->step_lo = s;
@@ -2756,11 +2899,16 @@ static int setup_memory(Engine *e, const ProcMap *maps, size_t n, ImageVma *vmas
                 if (gaps && !any && unreg_known(e, m))
                         goto unregistrable;
                 if (gaps) {
+                        bool hugetlb = vma_is_hugetlb(e, m);
+
                         r = register_vma(e, m);
                         if (r >= 0)
-                                r = cover_gaps(e, m, m->start, m->end, vma_is_hugetlb(e, m), &retry);
+                                r = cover_gaps(e, m, m->start, m->end, hugetlb, &retry);
                         else if (!any)
                                 goto unregistrable;
+                        /* The ranges do not cover its holes: released as a whole at the end. */
+                        if (r >= 0 && vma_may_have_holes(m, hugetlb))
+                                r = spans_add(&e->holed, m->start, m->end, 0);
                         if (r >= 0 && retry)
                                 r = -EAGAIN;
                         if (r < 0) {
@@ -4208,6 +4356,7 @@ out:
         safe_close(e->handler_fd);
         safe_close(e->pagemap_fd);
         pool_free(e);
+        free(e->holed.v);
         if (sfd >= 0) {
                 /* Drop SIGCHLDs our ptrace generated so the caller does not see them. */
                 struct signalfd_siginfo si;
