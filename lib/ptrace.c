@@ -25,8 +25,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/signalfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 
@@ -55,6 +57,69 @@ static long target_options(const Target *t)
 
 static int tracee_note_status(Target *t, Tracee *tr, int status);
 static int seccomp_can_suspend(void);
+
+/*
+ * How long a thread may take to stop once interrupted. A thread in a kernel-mode fault on a userfaultfd
+ * (a read() into memory its own uffd has not filled yet, or the kernel's rseq update of a page ours
+ * protects) does not stop while the fault stands: with the interrupt pending the kernel retries the
+ * fault in a loop, burning its CPU. Waiting for such a thread without a bound froze the rest of the
+ * target for good; past this, the attach or the freeze fails instead and the target is let go.
+ */
+#define STOP_TIMEOUT_MS 3000
+
+/*
+ * Waits for tid to change state, as waitpid(tid, status, __WALL) does, until deadline (now_usec()
+ * time). Returns tid, 0 at the deadline, or a negative errno. SIGCHLD, which a tracee's stop sends us,
+ * wakes it: it is blocked meanwhile and read from a signalfd of its own (without one, every 1 ms).
+ */
+static pid_t wait_tracee(pid_t tid, int *status, uint64_t deadline)
+{
+        sigset_t chld, old;
+        pid_t w;
+        int sfd;
+
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        pthread_sigmask(SIG_BLOCK, &chld, &old);
+        sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+        for (;;) {
+                uint64_t now;
+
+                w = waitpid(tid, status, __WALL | WNOHANG);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w != 0) {
+                        w = w < 0 ? -errno : w;
+                        break;
+                }
+                now = now_usec();
+                if (now >= deadline)
+                        break;
+                if (sfd >= 0) {
+                        struct pollfd p = { .fd = sfd, .events = POLLIN };
+                        struct signalfd_siginfo si;
+
+                        if (poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, (uint64_t)INT_MAX)) > 0)
+                                while (read(sfd, &si, sizeof(si)) == sizeof(si))
+                                        ;
+                } else
+                        (void)usleep(1000);
+        }
+        safe_close(sfd);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return w;
+}
+
+/* The message for a thread that did not stop in time. */
+static void errf_not_stopped(pid_t pid, pid_t tid, char *err, size_t errlen)
+{
+        ProcStatus st;
+        char state = proc_status_read(pid, tid, &st) >= 0 ? st.state : '?';
+
+        errf("thread %d of PID %d did not stop within %d ms (state %c): it may be waiting in a page fault "
+             "on a userfaultfd, which holds it until the fault is served",
+             (int)tid, (int)pid, STOP_TIMEOUT_MS, state);
+}
 
 Tracee *target_find(Target *t, pid_t tid)
 {
@@ -418,6 +483,7 @@ int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
         Target *t = NULL;
         ProcStatus st;
         Tracee *tr;
+        uint64_t deadline;
         int r, status;
 
         r = target_new(pid, &st, &t, err, errlen);
@@ -449,11 +515,18 @@ int target_attach_main(pid_t pid, Target **ret, char *err, size_t errlen)
                 errf("failed to interrupt PID %d: %s", (int)pid, strerror(-r));
                 goto fail;
         }
+        deadline = now_usec() + STOP_TIMEOUT_MS * 1000ULL;
         while (tr->state == TRACEE_RUNNING) {
-                if (waitpid(pid, &status, __WALL) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
+                pid_t w = wait_tracee(pid, &status, deadline);
+
+                if (w == 0) {
+                        tr->unstoppable = true;
+                        errf_not_stopped(pid, pid, err, errlen);
+                        r = -ETIMEDOUT;
+                        goto fail;
+                }
+                if (w < 0) {
+                        r = w;
                         errf("waiting for PID %d failed: %s", (int)pid, strerror(-r));
                         goto fail;
                 }
@@ -526,6 +599,7 @@ static int tracee_note_status(Target *t, Tracee *tr, int status)
 
 int target_stop_all(Target *t, char *err, size_t errlen)
 {
+        uint64_t deadline = now_usec() + STOP_TIMEOUT_MS * 1000ULL;
         int r;
 
         for (size_t i = 0; i < t->n_threads; i++)
@@ -571,15 +645,18 @@ int target_stop_all(Target *t, char *err, size_t errlen)
                         continue;
                 }
 
-                w = waitpid(waiting->tid, &status, __WALL);
+                w = wait_tracee(waiting->tid, &status, deadline);
+                if (w == 0) {
+                        waiting->unstoppable = true;
+                        errf_not_stopped(t->pid, waiting->tid, err, errlen);
+                        return -ETIMEDOUT;
+                }
                 if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == ECHILD) {
+                        if (w == -ECHILD) {
                                 waiting->state = TRACEE_GONE;
                                 continue;
                         }
-                        r = -errno;
+                        r = w;
                         errf("waiting for thread %d failed: %s", (int)waiting->tid, strerror(-r));
                         return r;
                 }
@@ -901,15 +978,17 @@ Target *target_free(Target *t)
                 if (tr->state != TRACEE_GONE) {
                         /* PTRACE_DETACH needs a stopped tracee; interrupt, wait, detach with its signal. */
                         if (ptrace(PTRACE_DETACH, tr->tid, NULL, (void *)(uintptr_t)tr->pending_signal) < 0 &&
-                            errno == ESRCH) {
+                            errno == ESRCH && !tr->unstoppable) {
                                 int status;
+
+                                /* One that does not stop in time (see STOP_TIMEOUT_MS), or did not before,
+                                 * stays traced until this process exits, which lets it go. */
+                                uint64_t deadline = now_usec() + STOP_TIMEOUT_MS * 1000ULL;
 
                                 if (ptrace(PTRACE_INTERRUPT, tr->tid, NULL, NULL) == 0) {
                                         for (;;) {
-                                                pid_t w = waitpid(tr->tid, &status, __WALL);
-                                                if (w < 0 && errno == EINTR)
-                                                        continue;
-                                                if (w < 0 || WIFEXITED(status) || WIFSIGNALED(status))
+                                                pid_t w = wait_tracee(tr->tid, &status, deadline);
+                                                if (w <= 0 || WIFEXITED(status) || WIFSIGNALED(status))
                                                         break;
                                                 int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;
                                                 if (sig == 0)

@@ -28,6 +28,7 @@ typedef struct Tracee {
         TraceeState state;
         int pending_signal;        /* to deliver when resumed */
         bool at_instant;           /* existed (and was stopped) at the snapshot instant */
+        bool unstoppable;          /* interrupted, did not stop in time: not waited for again */
         uint64_t clear_child_tid;  /* address the kernel clears at thread exit, 0 if unknown */
         ImageThread saved;         /* registers at the instant (at_instant only) */
 } Tracee;
