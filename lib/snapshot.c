@@ -613,11 +613,31 @@ static uint64_t target_resident(pid_t pid)
         return (uint64_t)resident << PAGE_SHIFT_4K;
 }
 
+/*
+ * The page states (a byte per 4 KiB page tracked, about one and a half with their bookkeeping) grow
+ * with the target while the rest of the dump's own memory does not: the buffer pays for them, so that
+ * the dump stays within the buffer plus a constant at any size (until the states alone fill all but
+ * STATES_FLOOR of it, past 160 GiB with the default buffer). They are made as the walk goes, after the
+ * pool exists: estimated from the memory the target holds now.
+ */
+#define STATES_FLOOR (4ULL << 20)
+static void buffer_charge_states(Engine *e, pid_t pid)
+{
+        uint64_t states = (target_resident(pid) >> PAGE_SHIFT_4K) * 3 / 2;
+
+        if (e->buf_limit > STATES_FLOOR)
+                e->buf_limit = ALIGN_DOWN(MAX(e->buf_limit - MIN(states, e->buf_limit), STATES_FLOOR),
+                                          (uint64_t)PAGE_SIZE_4K);
+        debug("buffer: %" PRIu64 " MiB for pages, %" PRIu64 " MiB left to the page states", e->buf_limit >> 20,
+              states >> 20);
+}
+
 static int pool_init(Engine *e, pid_t pid)
 {
         size_t len, populate;
         uint8_t *m;
 
+        buffer_charge_states(e, pid);
         /* As large as the buffer, and never smaller than one largest chunk (which an empty buffer takes
          * whatever its limit): the pool is the buffer's memory, all of it touched as the ring turns. */
         e->pool_pages = MAX((size_t)(e->buf_limit >> PAGE_SHIFT_4K), (size_t)IMAGE_CHUNK_MAX_PAGES);
@@ -3941,7 +3961,6 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         e->opts = &opts;
         e->path = path;
         e->buf_limit = opts.buffer_size;
-        e->priv_held_max = MIN(e->buf_limit / 4, PRIV_HELD_MAX) >> PAGE_SHIFT_4K;
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
         pthread_mutex_init(&e->buf_lock, NULL);
@@ -4044,6 +4063,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                          e->buf_limit >> 20, strerror(-r));
                 goto out;
         }
+        e->priv_held_max = MIN(e->buf_limit / 4, PRIV_HELD_MAX) >> PAGE_SHIFT_4K;
 
         /* The writer runs from the start, so pages copied during the freeze stay within the buffer too. */
         r = -pthread_create(&writer, NULL, writer_thread, e);

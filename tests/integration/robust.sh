@@ -19,9 +19,20 @@ VDIR=$VICTIM_DIR
 IMAGE=$TEST_TMP/robust.img
 
 # ~200 MiB at 48 MiB/s: the copy lasts about 4 s; the mutex sits in the middle of the ballast.
-"$LIVESNAP" dump "$VPID" -o "$IMAGE" --json --rate 48M >"$IMAGE.json" 2>"$IMAGE.err" &
+# The dump stops itself on entering the copy phase (after the freeze), so that the thread exits after
+# the instant whatever the machine's load: waiting for the victim to run again was not enough, since it
+# also runs between the attach and the freeze, which under load took more than the 0.3 s allowed.
+LIVESNAP_TEST_STOP_AT=copying "$LIVESNAP" dump "$VPID" -o "$IMAGE" --json --rate 48M >"$IMAGE.json" 2>"$IMAGE.err" &
 DPID=$!
 cleanup_add "$DPID"
+dumper_stopped() {
+        local st
+        st=$(awk '/^State:/ {print $2}' /proc/"$DPID"/status 2>/dev/null || true)
+        [[ -n $st && $st != Z ]] || die "the dump ended before reaching the copy phase: $(cat "$IMAGE.err")"
+        [[ $st == T ]]
+}
+wait_until 30 "the dump to reach the copy phase" dumper_stopped
+kill -CONT "$DPID"
 
 # Wait until the victim runs again under the dump (the copy phase): attached, and beating.
 dumping() {
