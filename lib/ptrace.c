@@ -70,18 +70,18 @@ static int seccomp_can_suspend(void);
 /*
  * Waits for tid to change state, as waitpid(tid, status, __WALL) does, until deadline (now_usec()
  * time). Returns tid, 0 at the deadline, or a negative errno. SIGCHLD, which a tracee's stop sends us,
- * wakes it: it is blocked meanwhile and read from a signalfd of its own (without one, every 1 ms).
+ * wakes it: it is blocked meanwhile and read from a signalfd of its own (without one, every 1 ms), made
+ * only if the tracee has not changed state already, as most have by the time they are waited for.
  */
 static pid_t wait_tracee(pid_t tid, int *status, uint64_t deadline)
 {
         sigset_t chld, old;
+        int sfd = -EBADF;
+        bool blocked = false;
         pid_t w;
-        int sfd;
 
         sigemptyset(&chld);
         sigaddset(&chld, SIGCHLD);
-        pthread_sigmask(SIG_BLOCK, &chld, &old);
-        sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
         for (;;) {
                 uint64_t now;
 
@@ -95,6 +95,14 @@ static pid_t wait_tracee(pid_t tid, int *status, uint64_t deadline)
                 now = now_usec();
                 if (now >= deadline)
                         break;
+                if (!blocked) {
+                        /* From here a SIGCHLD stays pending for the signalfd; the next waitpid() sees a
+                         * state change that came before. */
+                        pthread_sigmask(SIG_BLOCK, &chld, &old);
+                        blocked = true;
+                        sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+                        continue;
+                }
                 if (sfd >= 0) {
                         struct pollfd p = { .fd = sfd, .events = POLLIN };
                         struct signalfd_siginfo si;
@@ -106,7 +114,8 @@ static pid_t wait_tracee(pid_t tid, int *status, uint64_t deadline)
                         (void)usleep(1000);
         }
         safe_close(sfd);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (blocked)
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
         return w;
 }
 

@@ -621,9 +621,9 @@ static uint64_t target_resident(pid_t pid)
  * pool exists: estimated from the memory the target holds now.
  */
 #define STATES_FLOOR (4ULL << 20)
-static void buffer_charge_states(Engine *e, pid_t pid)
+static void buffer_charge_states(Engine *e, uint64_t resident)
 {
-        uint64_t states = (target_resident(pid) >> PAGE_SHIFT_4K) * 3 / 2;
+        uint64_t states = (resident >> PAGE_SHIFT_4K) * 3 / 2;
 
         if (e->buf_limit > STATES_FLOOR)
                 e->buf_limit = ALIGN_DOWN(MAX(e->buf_limit - MIN(states, e->buf_limit), STATES_FLOOR),
@@ -634,10 +634,11 @@ static void buffer_charge_states(Engine *e, pid_t pid)
 
 static int pool_init(Engine *e, pid_t pid)
 {
+        uint64_t resident = target_resident(pid);
         size_t len, populate;
         uint8_t *m;
 
-        buffer_charge_states(e, pid);
+        buffer_charge_states(e, resident);
         /* As large as the buffer, and never smaller than one largest chunk (which an empty buffer takes
          * whatever its limit): the pool is the buffer's memory, all of it touched as the ring turns. */
         e->pool_pages = MAX((size_t)(e->buf_limit >> PAGE_SHIFT_4K), (size_t)IMAGE_CHUNK_MAX_PAGES);
@@ -658,7 +659,7 @@ static int pool_init(Engine *e, pid_t pid)
         /* Best effort: touched now, while the target runs, so that neither the freeze's copies nor the
          * first faults after it take our page faults. Only as much as the target could fill: a small
          * target does not make for a large resident buffer. */
-        populate = (size_t)MIN((uint64_t)len, ALIGN_UP(target_resident(pid), HPAGE_SIZE_2M) + HPAGE_SIZE_2M);
+        populate = (size_t)MIN((uint64_t)len, ALIGN_UP(resident, HPAGE_SIZE_2M) + HPAGE_SIZE_2M);
         (void)madvise(e->pool, MAX(populate, MIN((size_t)FREEZE_PREFAULT, len)), MADV_POPULATE_WRITE);
         return 0;
 }

@@ -247,6 +247,15 @@ proc_state() {
 
 # assert_alive PID [WHAT]: the process exists and is not a zombie. If it died and is this shell's
 # child, says how (e.g. "killed by SIGSEGV").
+# dump_stopped PID LOG: the dump PID, run with LIVESNAP_TEST_STOP_AT, stopped itself (State T); dies,
+# showing LOG, if it ended instead.
+dump_stopped() {
+        local st
+        st=$(proc_state "$1")
+        [[ -n $st && $st != Z ]] || die "livesnap dump exited instead of stopping: $(cat "$2" 2>/dev/null)"
+        [[ $st == T ]]
+}
+
 assert_alive() {
         local pid=$1 what=${2:-process $1} st rc=0 how
         st=$(proc_state "$pid")

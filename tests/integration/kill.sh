@@ -16,16 +16,6 @@ require_uffd_wp
 require_build
 require_cmd jq
 
-# dumper_stopped PID: the dumping process stopped itself (State T); fails if it exited.
-dumper_stopped() {
-        local st
-        st=$(awk '/^State:/ {print $2}' /proc/"$1"/status 2>/dev/null || true)
-        if [[ -z $st || $st == Z ]]; then
-                die "livesnap dump exited instead of stopping: $(cat "$DUMP_LOG" 2>/dev/null)"
-        fi
-        [[ $st == T ]]
-}
-
 # all_threads_in STATE PID
 all_threads_in() {
         local s
@@ -62,7 +52,7 @@ test_stop_at() {
                 >"$DUMP_LOG" 2>&1 &
         dpid=$!
         cleanup_add "$dpid"
-        wait_until 30 "livesnap to stop itself at phase '$phase'" dumper_stopped "$dpid"
+        wait_until 30 "livesnap to stop itself at phase '$phase'" dump_stopped "$dpid" "$DUMP_LOG"
 
         case $phase in
         frozen)

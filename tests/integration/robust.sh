@@ -25,13 +25,7 @@ IMAGE=$TEST_TMP/robust.img
 LIVESNAP_TEST_STOP_AT=copying "$LIVESNAP" dump "$VPID" -o "$IMAGE" --json --rate 48M >"$IMAGE.json" 2>"$IMAGE.err" &
 DPID=$!
 cleanup_add "$DPID"
-dumper_stopped() {
-        local st
-        st=$(awk '/^State:/ {print $2}' /proc/"$DPID"/status 2>/dev/null || true)
-        [[ -n $st && $st != Z ]] || die "the dump ended before reaching the copy phase: $(cat "$IMAGE.err")"
-        [[ $st == T ]]
-}
-wait_until 30 "the dump to reach the copy phase" dumper_stopped
+wait_until 30 "the dump to reach the copy phase" dump_stopped "$DPID" "$IMAGE.err"
 kill -CONT "$DPID"
 
 # Wait until the victim runs again under the dump (the copy phase): attached, and beating.

@@ -26,6 +26,7 @@
 #define N_SLOTS     48
 #define SLOT_STRIDE ((SPARSE_SIZE / N_SLOTS) & ~(2 * MIB - 1))
 #define SLOT_WORDS  (VICTIM_PAGE_SIZE / 8)
+#define PAUSE_US    500 /* between sweeps: the CPUs are left room for the dumps */
 
 typedef struct Control {
         _Atomic uint64_t counter;
@@ -39,7 +40,6 @@ typedef struct Control {
 
 static Control *ctl;
 static uint8_t *sparse;
-static unsigned pause_us = 500;
 
 /* Slot k: SLOT_STRIDE apart, each at a different offset in its 2 MiB block. */
 static volatile uint64_t *slot(uint8_t *base, int k)
@@ -105,8 +105,7 @@ static _Noreturn void run(void)
 
         for (;;) {
                 sweep_once();
-                if (pause_us)
-                        usleep(pause_us);
+                usleep(PAUSE_US);
         }
 }
 
@@ -197,17 +196,9 @@ static int check(void)
 
 int main(int argc, char *argv[])
 {
-        int i = victim_parse_args(argc, argv);
-
+        if (victim_parse_args(argc, argv) < argc)
+                usage_exit();
         if (victim_check_mode)
                 return check();
-        for (; i < argc; i += 2) {
-                if (i + 1 >= argc)
-                        usage_exit();
-                if (strcmp(argv[i], "--pause-us") == 0)
-                        pause_us = (unsigned)strtoul(argv[i + 1], NULL, 10);
-                else
-                        usage_exit();
-        }
         run();
 }
