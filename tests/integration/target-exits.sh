@@ -9,15 +9,28 @@ source "$(dirname "$0")/../lib.sh"
 require_uffd_wp
 require_build
 
+# Running and not a zombie (kill -0 succeeds on a child that has exited and not been waited for).
+process_running() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]
+}
+
+copying_or_ended() {
+	grep -q 'phase copying' "$TEST_TMP/dump.err" || ! process_running "$1"
+}
+
 for how in exec exit; do
 	victim_start victim-exec
 	out=$TEST_TMP/out-$how
 	mkdir "$out"
-	"$LIVESNAP" dump "$VICTIM_PID" -o "$out/image" --rate 32M >"$TEST_TMP/dump.out" 2>"$TEST_TMP/dump.err" &
+	# The debug lines say when the copy phase starts (the 256 MiB take ~8 s at 32 MB/s): the target
+	# acts then, whatever the machine's load made of the attach and the freeze.
+	LIVESNAP_DEBUG=1 "$LIVESNAP" dump "$VICTIM_PID" -o "$out/image" --rate 32M >"$TEST_TMP/dump.out" \
+		2>"$TEST_TMP/dump.err" &
 	dpid=$!
 	cleanup_add "$dpid"
-	sleep 0.5
-	kill -0 "$dpid" 2>/dev/null || die "$how: the dump ended before the target could $how: $(cat "$TEST_TMP/dump.err")"
+	wait_until 30 "the dump's copy phase" copying_or_ended "$dpid"
+	process_running "$dpid" || die "$how: the dump ended before the target could $how: $(cat "$TEST_TMP/dump.err")"
 	if [[ $how == exec ]]; then kill -USR1 "$VICTIM_PID"; else kill -USR2 "$VICTIM_PID"; fi
 	rc=0
 	wait "$dpid" || rc=$?
