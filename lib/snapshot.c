@@ -169,6 +169,7 @@ typedef struct Chunk {
 typedef struct PrivTrack {
         uint64_t start, end, pgoff, inode;
         unsigned dev_major, dev_minor;
+        bool watched;            /* protected whole with no private page: every private page is written since */
         Chunk *held, *held_tail; /* in address order, in the buffer but not handed to the writer */
 } PrivTrack;
 
@@ -2206,13 +2207,27 @@ static bool vma_is_private_file(const ProcMap *m)
         return !m->shared && m->inode != 0 && m->name && m->name[0] == '/' && !name_is_shmem(m->name);
 }
 
+/* e->priv is in address order, without overlaps: the first entry that ends above addr. */
+static size_t priv_lower_bound(const Engine *e, uint64_t addr)
+{
+        size_t lo = 0, hi = e->n_priv;
+
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (e->priv[mid].end <= addr)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
 /* The tracked mapping overlapping [start, end), or NULL. */
 static PrivTrack *priv_find(Engine *e, uint64_t start, uint64_t end)
 {
-        for (size_t i = 0; i < e->n_priv; i++)
-                if (e->priv[i].start < end && start < e->priv[i].end)
-                        return &e->priv[i];
-        return NULL;
+        size_t i = priv_lower_bound(e, start);
+
+        return i < e->n_priv && e->priv[i].start < end ? &e->priv[i] : NULL;
 }
 
 /* The tracked mapping that is m, unchanged since it was tracked, or NULL. */
@@ -2284,10 +2299,54 @@ static void priv_drop_held(Engine *e, PrivTrack *pt)
 }
 
 /*
+ * A private file mapping this size or smaller is protected whole when tracked, not only its private pages:
+ * one with none of them then costs the freeze a scan for written pages only, which, unlike a scan for the
+ * private pages, does not look up each present page of the file (a library's text). Protecting puts a
+ * marker in each empty page, hence page tables, so larger mappings keep to their private pages.
+ */
+#define PRIV_WATCH_MAX (32ULL << 20)
+
+/* Adds [start, end), the private pages of m, to what pt holds. */
+static int priv_hold(Engine *e, PrivTrack *pt, uint64_t start, uint64_t end)
+{
+        for (uint64_t a = start; a < end;) {
+                size_t n = MIN((end - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
+                Chunk *c = buffer_get(e, a, n, false);
+
+                if (!c)
+                        return -ENOMEM;
+                if (target_read_memory(e->target, a, c->data, n << PAGE_SHIFT_4K) < 0)
+                        buffer_put_back(e, c); /* not held: the freeze copies these */
+                else {
+                        if (pt->held_tail)
+                                pt->held_tail->next = c;
+                        else
+                                pt->held = c;
+                        pt->held_tail = c;
+                        e->priv_held_pages += n;
+                }
+                a += n << PAGE_SHIFT_4K;
+        }
+        return 0;
+}
+
+static uint64_t spans_pages(const Spans *s)
+{
+        uint64_t pages = 0;
+
+        for (size_t i = 0; i < s->n; i++)
+                pages += (s->v[i][1] - s->v[i][0]) >> PAGE_SHIFT_4K;
+        return pages;
+}
+
+/*
  * Prepare phase, handler thread, the target running: starts tracking the private file mapping m, which
  * the sync uffd refused. Protect first, then copy: a page written after its protect is written again at
  * the instant as far as the scan is concerned, so the copy of a page still protected then is what the page
- * holds then. Best effort: a mapping not tracked is copied whole by the freeze, as without this uffd.
+ * holds then. A mapping of PRIV_WATCH_MAX or less is protected whole, then looked at: with no private page
+ * it is watched (any private page at the instant was written since); a larger one is tracked only if it
+ * has private pages, and only they are protected. Best effort: a mapping not tracked is copied whole by
+ * the freeze, as without this uffd.
  */
 static void priv_track(Engine *e, const ProcMap *m)
 {
@@ -2295,54 +2354,59 @@ static void priv_track(Engine *e, const ProcMap *m)
                 .range = { .start = m->start, .len = m->end - m->start },
                 .mode = UFFDIO_REGISTER_MODE_WP,
         };
+        bool whole = m->end - m->start <= PRIV_WATCH_MAX;
         Spans spans = {};
         uint64_t pages = 0;
         PrivTrack *pt;
+        size_t idx;
         int r;
 
         if (e->async_uffd < 0 || !vma_is_private_file(m) || priv_find(e, m->start, m->end))
                 return;
-        r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                         PAGE_IS_PRESENT, spans_add, &spans);
-        for (size_t i = 0; r >= 0 && i < spans.n; i++)
-                pages += (spans.v[i][1] - spans.v[i][0]) >> PAGE_SHIFT_4K;
-        /* A mapping without private pages costs the freeze one scan: nothing to gain. */
-        if (r < 0 || pages == 0 || e->priv_held_pages + pages > e->priv_held_max)
-                goto out;
+        if (!whole) {
+                r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
+                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, spans_add, &spans);
+                pages = spans_pages(&spans);
+                /* A mapping without private pages costs the freeze one scan: nothing to gain. */
+                if (r < 0 || pages == 0 || e->priv_held_pages + pages > e->priv_held_max)
+                        goto out;
+        }
         if (ioctl(e->async_uffd, UFFDIO_REGISTER, &reg) < 0)
                 goto out; /* the map changed under us, or the target's own uffd holds it */
         pt = reallocarray(e->priv, e->n_priv + 1, sizeof(PrivTrack));
         if (!pt)
                 goto out;
         e->priv = pt;
-        pt = &e->priv[e->n_priv++];
+        idx = priv_lower_bound(e, m->start);
+        memmove(&e->priv[idx + 1], &e->priv[idx], (e->n_priv - idx) * sizeof(PrivTrack));
+        e->n_priv++;
+        pt = &e->priv[idx];
         *pt = (PrivTrack){ .start = m->start, .end = m->end, .pgoff = m->offset, .inode = m->inode,
                            .dev_major = m->dev_major, .dev_minor = m->dev_minor };
 
+        if (whole) {
+                if (uffd_writeprotect(e->async_uffd, m->start, m->end - m->start, true) < 0)
+                        goto untrack;
+                r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
+                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, spans_add, &spans);
+                if (r < 0)
+                        goto untrack;
+                pages = spans_pages(&spans);
+                pt->watched = pages == 0;
+                if (e->priv_held_pages + pages > e->priv_held_max)
+                        goto out; /* tracked, nothing held: the freeze copies its private pages */
+        } else
+                for (size_t i = 0; i < spans.n; i++)
+                        if (uffd_writeprotect(e->async_uffd, spans.v[i][0], spans.v[i][1] - spans.v[i][0], true) < 0)
+                                goto untrack;
         for (size_t i = 0; i < spans.n; i++)
-                if (uffd_writeprotect(e->async_uffd, spans.v[i][0], spans.v[i][1] - spans.v[i][0], true) < 0) {
-                        pt->start = pt->end = 0; /* matches nothing: the freeze copies it whole */
-                        goto out;
-                }
-        for (size_t i = 0; i < spans.n; i++)
-                for (uint64_t a = spans.v[i][0]; a < spans.v[i][1];) {
-                        size_t n = MIN((spans.v[i][1] - a) >> PAGE_SHIFT_4K, (uint64_t)IMAGE_CHUNK_MAX_PAGES);
-                        Chunk *c = buffer_get(e, a, n, false);
-
-                        if (!c)
-                                goto out;
-                        if (target_read_memory(e->target, a, c->data, n << PAGE_SHIFT_4K) < 0)
-                                buffer_put_back(e, c); /* not held: the freeze copies these */
-                        else {
-                                if (pt->held_tail)
-                                        pt->held_tail->next = c;
-                                else
-                                        pt->held = c;
-                                pt->held_tail = c;
-                                e->priv_held_pages += n;
-                        }
-                        a += n << PAGE_SHIFT_4K;
-                }
+                if (priv_hold(e, pt, spans.v[i][0], spans.v[i][1]) < 0)
+                        break;
+        goto out;
+untrack:
+        /* Forgotten (nothing held yet): the freeze copies its private pages as if never tracked. */
+        memmove(&e->priv[idx], &e->priv[idx + 1], (e->n_priv - idx - 1) * sizeof(PrivTrack));
+        e->n_priv--;
 out:
         free(spans.v);
 }
@@ -2479,35 +2543,56 @@ static int priv_freeze(Engine *e, PrivTrack *pt, const PrivScan *ps)
         return 0;
 }
 
+/* The tracked mapping that is m, unchanged since, if it is watched (see priv_track()). */
+static bool priv_watched(Engine *e, const ProcMap *m)
+{
+        PrivTrack *pt = priv_match(e, m);
+
+        return pt && pt->watched;
+}
+
 /*
  * The freeze, for the private file mappings maps[first, first + n), which the sync uffd does not take,
- * next to each other in the map (a library is four or five of them): one scan for all (each costs the
- * freeze ~3 us, most of them finding nothing; 91 of them took 0.3 ms of a Redis's freeze), then each is
- * copied on its own: a tracked one from what the prepare phase held, the others whole.
+ * next to each other in the map (a library is four or five of them): one scan for all those of one kind
+ * next to each other (each scan costs the freeze ~3 us; 91 of them took 0.3 ms of a Redis's freeze).
+ * Watched ones: what was written since they were protected is all they have of their own. Others: their
+ * private pages, then each is copied on its own, a tracked one from what the prepare phase held.
  */
 static int priv_freeze_run(Engine *e, const ProcMap *maps, size_t first, size_t n, char *err, size_t errlen)
 {
-        const ProcMap *m = &maps[first];
-        PrivScan ps = {};
-        int r;
+        size_t end = first + n;
+        int r = 0;
 
-        r = pagemap_scan(e->pagemap_fd, m->start, maps[first + n - 1].end, PAGE_IS_FILE, PAGE_IS_FILE,
-                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_WRITTEN, priv_scan_add, &ps);
-        if (r < 0)
-                snprintf(err, errlen, "scanning 0x%" PRIx64 "-0x%" PRIx64 " (%s and %zu more) failed: %s", m->start,
-                         maps[first + n - 1].end, m->name ?: "?", n - 1, strerror(-r));
-        for (size_t i = first; r >= 0 && i < first + n; i++) {
-                PrivTrack *pt;
+        for (size_t i = first, j; r >= 0 && i < end; i = j) {
+                bool watched = priv_watched(e, &maps[i]);
+                const ProcMap *m = &maps[i];
+                PrivScan ps = {};
 
-                m = &maps[i];
-                pt = priv_match(e, m);
-                r = pt ? priv_freeze(e, pt, &ps) : spans_each_in(&ps.all, m->start, m->end, copy_frozen_private, e);
+                for (j = i + 1; j < end && priv_watched(e, &maps[j]) == watched;)
+                        j++;
+                if (watched)
+                        r = pagemap_scan(e->pagemap_fd, m->start, maps[j - 1].end, 0, PAGE_IS_WRITTEN,
+                                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, copy_frozen_private, e);
+                else
+                        r = pagemap_scan(e->pagemap_fd, m->start, maps[j - 1].end, PAGE_IS_FILE, PAGE_IS_FILE,
+                                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_WRITTEN,
+                                         priv_scan_add, &ps);
                 if (r < 0)
-                        snprintf(err, errlen, "copying 0x%" PRIx64 "-0x%" PRIx64 " (%s) failed: %s", m->start,
-                                 m->end, m->name ?: "?", strerror(-r));
+                        snprintf(err, errlen, "copying 0x%" PRIx64 "-0x%" PRIx64 " (%s and %zu more) failed: %s",
+                                 m->start, maps[j - 1].end, m->name ?: "?", j - i - 1, strerror(-r));
+                for (size_t k = i; !watched && r >= 0 && k < j; k++) {
+                        PrivTrack *pt;
+
+                        m = &maps[k];
+                        pt = priv_match(e, m);
+                        r = pt ? priv_freeze(e, pt, &ps) : spans_each_in(&ps.all, m->start, m->end, copy_frozen_private, e);
+                        if (r < 0)
+                                snprintf(err, errlen, "copying 0x%" PRIx64 "-0x%" PRIx64 " (%s) failed: %s", m->start,
+                                         m->end, m->name ?: "?", strerror(-r));
+                }
+                free(ps.all.v);
+                free(ps.clean.v);
         }
-        free(ps.all.v);
-        free(ps.clean.v);
         return r;
 }
 
@@ -3753,7 +3838,8 @@ static void reap_all(Engine *e)
 }
 
 /* Serves ptrace stops and termination signals until *until (or a failure). */
-static void supervise(Engine *e, int sfd, atomic_bool *until)
+/* Serves the target's ptrace events and our signals until *until, a stop, or deadline_usec (0: none). */
+static void supervise(Engine *e, int sfd, atomic_bool *until, uint64_t deadline_usec)
 {
         Target *t = e->target;
         uint64_t last_progress = 0, last_debug = 0;
@@ -3765,7 +3851,7 @@ static void supervise(Engine *e, int sfd, atomic_bool *until)
                         (void)tracee_resume(t, &t->threads[i]);
                 }
 
-        while (!atomic_load(&e->stop) && !atomic_load(until)) {
+        while (!atomic_load(&e->stop) && !atomic_load(until) && (deadline_usec == 0 || now_usec() < deadline_usec)) {
                 struct pollfd p[3] = {
                         { .fd = sfd, .events = POLLIN },
                         { .fd = e->stop_fd, .events = POLLIN },
@@ -4175,7 +4261,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                         snprintf(res->error, sizeof(res->error), "cannot start the prepare walk: %s", strerror(-r));
                         goto out;
                 }
-                supervise(e, sfd, &e->pre_ready);
+                supervise(e, sfd, &e->pre_ready, 0);
                 /* Done when it said so (or failed, or was stopped): nothing of it runs into the freeze. */
                 pthread_join(e->walker, NULL);
                 e->walker = 0;
@@ -4183,6 +4269,17 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                         goto failed;
                 res->prepare_us = now_usec() - t0;
                 res->prepare_passes = e->pre_passes;
+                /* Test hook: time for the target to write what the prepare phase protected, before the
+                 * freeze (tests/integration/privfile.sh). */
+                const char *v = getenv("LIVESNAP_TEST_PREPARED_PAUSE_MS");
+                if (v) {
+                        atomic_bool never = false;
+
+                        debug("test: pausing %s ms before the freeze", v);
+                        supervise(e, sfd, &never, now_usec() + strtoull(v, NULL, 10) * 1000);
+                        if (atomic_load(&e->error) < 0)
+                                goto failed;
+                }
         }
 
         /* ---- the freeze ---- */
@@ -4290,9 +4387,13 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         if (e->async_uffd >= 0) {
                 /* Past the instant: nothing more to learn from it; closing it lets go of its mappings. */
                 e->async_uffd = safe_close(e->async_uffd);
-                debug("private file mappings: %zu tracked; %" PRIu64 " pages copied early stood, %" PRIu64
+                size_t watched = 0;
+
+                for (size_t i = 0; i < e->n_priv; i++)
+                        watched += e->priv[i].watched;
+                debug("private file mappings: %zu tracked, %zu of them watched; %" PRIu64 " pages copied early stood, %" PRIu64
                       " read again in the freeze, %" PRIu64 " copied in it",
-                      e->n_priv, e->priv_early, e->priv_refreshed, e->priv_copied);
+                      e->n_priv, watched, e->priv_early, e->priv_refreshed, e->priv_copied);
         }
 
         /* ---- copying ---- */
@@ -4304,7 +4405,7 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
                 goto out;
         }
 
-        supervise(e, sfd, &e->copier_done);
+        supervise(e, sfd, &e->copier_done, 0);
 
         if (atomic_load(&e->error) < 0)
                 goto failed;
