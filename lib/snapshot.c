@@ -278,9 +278,7 @@ typedef struct Engine {
         atomic_bool copier_done;
 
         /* Where chunks keep their pages (see "buffer"), under buf_lock. */
-        uint8_t *pool;                /* in pool_base, 2 MiB aligned */
-        uint8_t *pool_base;
-        size_t pool_mapped;
+        uint8_t *pool;                /* pool_pages pages */
         size_t pool_pages, pool_next; /* size, and where the next search starts */
         uint64_t *pool_map;           /* one bit per page, set when in use */
 
@@ -646,17 +644,17 @@ static int pool_init(Engine *e, pid_t pid)
         e->pool_map = calloc((e->pool_pages + 63) / 64, sizeof(uint64_t));
         if (!e->pool_map)
                 return -ENOMEM;
-        /* 2 MiB aligned, so that it can be made of huge pages: a few dozen page faults to fill it rather
-         * than one per 4 KiB, which this VM makes dear (25-175 us each) and which fell on the handler,
-         * the target waiting, in the first second of the copy. */
+        /* Of 4 KiB pages, populated below. Huge pages would take a few dozen faults rather than one per
+         * 4 KiB, but a guest that hands its free memory back to the host (virtio-balloon free page
+         * reporting, as here) has the host fault in every fresh 2 MiB block: 64 MiB took 260-380 ms with
+         * huge pages a few seconds after the last dump, 30-40 ms without (bench/README.md, "The freeze's
+         * library mappings"). The population is what matters: the handler never takes our faults. */
         len = e->pool_pages << PAGE_SHIFT_4K;
-        e->pool_mapped = len + HPAGE_SIZE_2M;
-        m = mmap(NULL, e->pool_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED)
                 return -errno;
-        e->pool_base = m;
-        e->pool = (uint8_t *)ALIGN_UP((uintptr_t)m, (uintptr_t)HPAGE_SIZE_2M);
-        (void)madvise(e->pool, len, MADV_HUGEPAGE);
+        e->pool = m;
+        (void)madvise(e->pool, len, MADV_NOHUGEPAGE);
         /* Best effort: touched now, while the target runs, so that neither the freeze's copies nor the
          * first faults after it take our page faults. Only as much as the target could fill: a small
          * target does not make for a large resident buffer. */
@@ -667,8 +665,8 @@ static int pool_init(Engine *e, pid_t pid)
 
 static void pool_free(Engine *e)
 {
-        if (e->pool_base)
-                (void)munmap(e->pool_base, e->pool_mapped);
+        if (e->pool)
+                (void)munmap(e->pool, e->pool_pages << PAGE_SHIFT_4K);
         free(e->pool_map);
 }
 
