@@ -59,7 +59,8 @@ int target_attach(pid_t pid, Target **ret, char *err, size_t errlen);
 /* PTRACE_INTERRUPT every thread and wait until all are stopped, catching threads created meanwhile. */
 int target_stop_all(Target *t, char *err, size_t errlen);
 
-/* Captures registers (general, FP, xstate, siginfo) and comm/signal masks of every stopped thread. */
+/* Captures registers (general, FP, xstate, siginfo) and signal masks of every stopped thread; the
+ * names are read after the freeze (target_read_thread_names()). */
 int target_capture_threads(Target *t);
 
 /* Runs syscall nr with args inside stopped thread tid; the thread's registers are restored after. */
@@ -67,6 +68,7 @@ int target_inject_syscall(Target *t, pid_t tid, long nr, const uint64_t args[6],
 
 /* Finds the address each stopped thread's kernel will clear at exit (glibc threads; see ptrace.c). */
 int target_read_tid_addresses(Target *t);
+void target_read_thread_names(Target *t);
 /* The same for one thread in a ptrace stop (an exit stop included). Returns 0, or a negative errno
  * (-EOPNOTSUPP: not glibc; -ENOENT: the word there is not the thread's tid). */
 int tracee_read_tid_address(Target *t, Tracee *tr);
