@@ -9,6 +9,9 @@
  * prev = cur; cur = gen; gen into word 1 of every page in order; in_progress = 0; sweeps++; a short rest.
  * The first sweep turns every page into a private copy (copy on write).
  *
+ * On SIGUSR2 instead, it first maps the file again over the same range (MAP_FIXED: a new mapping of the
+ * same file, offset and place, which no userfaultfd of the dump's knows), then sweeps as on SIGUSR1.
+ *
  * The check, at the snapshot instant, from the control page and the pages (those the image does not
  * hold are read from the file by the test, as the image says to): every page's word 0 and pattern are
  * its own; the gens are cur for a prefix and prev for the rest (all cur when !in_progress); prev <= cur
@@ -30,15 +33,16 @@ typedef struct Control {
 } Control;
 
 static Control *ctl;
-static volatile sig_atomic_t go;
+static volatile sig_atomic_t go, remap;
 
 static uint64_t pattern_of(uint64_t page, size_t word)
 {
         return (page << 32) ^ (word * 0x9e3779b97f4a7c15ULL);
 }
 
-static void on_usr1(int sig)
+static void on_go(int sig)
 {
+        remap = sig == SIGUSR2;
         go = 1;
 }
 
@@ -67,11 +71,11 @@ static _Noreturn void run(void)
         VCHECK(fsync(fd) == 0);
         pages = mmap(NULL, N_PAGES * VICTIM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
         VCHECK(pages != MAP_FAILED);
-        close(fd);
         for (uint64_t i = 0; i < N_PAGES; i++)
                 VCHECK(((volatile uint64_t *)pages)[i * PAGE_WORDS] == i);
 
-        signal(SIGUSR1, on_usr1);
+        signal(SIGUSR1, on_go);
+        signal(SIGUSR2, on_go);
         layout_add("control", ctl, VICTIM_PAGE_SIZE);
         layout_add("progress", &ctl->sweeps, sizeof(ctl->sweeps));
         layout_add("privfile", pages, N_PAGES * VICTIM_PAGE_SIZE);
@@ -79,6 +83,13 @@ static _Noreturn void run(void)
 
         while (!go)
                 pause();
+        if (remap) {
+                VCHECK(mmap(pages, N_PAGES * VICTIM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0) ==
+                       pages);
+                for (uint64_t i = 0; i < N_PAGES; i += 2)
+                        VCHECK(((volatile uint64_t *)pages)[i * PAGE_WORDS] == i); /* half of them present */
+        }
+        close(fd);
         for (;;) {
                 uint64_t gen = atomic_fetch_add(&ctl->counter, 1) + 1;
 
