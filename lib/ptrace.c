@@ -1032,23 +1032,17 @@ void target_read_thread_names(Target *t)
 {
         for (size_t i = 0; i < t->n_threads; i++) {
                 Tracee *tr = &t->threads[i];
-                char path[64], name[32];
-                ssize_t k;
-                int fd;
+                _cleanup_free_ char *name = NULL;
+                char path[64];
+                size_t k;
 
                 if (!tr->at_instant)
                         continue;
                 snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)t->pid, (int)tr->tid);
-                fd = open(path, O_RDONLY | O_CLOEXEC);
-                if (fd < 0)
+                if (read_full_file(path, &name, NULL) < 0)
                         continue;
-                k = read(fd, name, sizeof(name) - 1);
-                close(fd);
-                if (k <= 0)
-                        continue;
-                name[k] = 0;
-                k = (ssize_t)MIN(strcspn(name, "\n"), sizeof(tr->saved.comm) - 1);
-                memcpy(tr->saved.comm, name, (size_t)k);
+                k = MIN(strcspn(name, "\n"), sizeof(tr->saved.comm) - 1);
+                memcpy(tr->saved.comm, name, k);
                 tr->saved.comm[k] = 0;
         }
 }

@@ -2208,16 +2208,7 @@ static bool vma_is_private_file(const ProcMap *m)
 /* e->priv is in address order, without overlaps: the first entry that ends above addr. */
 static size_t priv_lower_bound(const Engine *e, uint64_t addr)
 {
-        size_t lo = 0, hi = e->n_priv;
-
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (e->priv[mid].end <= addr)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return lo;
+        return lower_bound_addr(e->priv, e->n_priv, sizeof(PrivTrack), offsetof(PrivTrack, end), addr + 1);
 }
 
 /* The tracked mapping overlapping [start, end), or NULL. */
@@ -2328,13 +2319,18 @@ static int priv_hold(Engine *e, PrivTrack *pt, uint64_t start, uint64_t end)
         return 0;
 }
 
-static uint64_t spans_pages(const Spans *s)
+/* The private pages of the mapping [start, end) into spans; returns how many, or a negative errno. */
+static int64_t private_spans(Engine *e, uint64_t start, uint64_t end, Spans *spans)
 {
         uint64_t pages = 0;
+        int r = pagemap_scan(e->pagemap_fd, start, end, PAGE_IS_FILE, PAGE_IS_FILE, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                             PAGE_IS_PRESENT, spans_add, spans);
 
-        for (size_t i = 0; i < s->n; i++)
-                pages += (s->v[i][1] - s->v[i][0]) >> PAGE_SHIFT_4K;
-        return pages;
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < spans->n; i++)
+                pages += (spans->v[i][1] - spans->v[i][0]) >> PAGE_SHIFT_4K;
+        return (int64_t)pages;
 }
 
 /*
@@ -2354,19 +2350,16 @@ static void priv_track(Engine *e, const ProcMap *m)
         };
         bool whole = m->end - m->start <= PRIV_WATCH_MAX;
         Spans spans = {};
-        uint64_t pages = 0;
+        int64_t pages = 0;
         PrivTrack *pt;
         size_t idx;
-        int r;
 
         if (e->async_uffd < 0 || !vma_is_private_file(m) || priv_find(e, m->start, m->end))
                 return;
         if (!whole) {
-                r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
-                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, spans_add, &spans);
-                pages = spans_pages(&spans);
+                pages = private_spans(e, m->start, m->end, &spans);
                 /* A mapping without private pages costs the freeze one scan: nothing to gain. */
-                if (r < 0 || pages == 0 || e->priv_held_pages + pages > e->priv_held_max)
+                if (pages <= 0 || e->priv_held_pages + (uint64_t)pages > e->priv_held_max)
                         goto out;
         }
         if (ioctl(e->async_uffd, UFFDIO_REGISTER, &reg) < 0)
@@ -2385,13 +2378,11 @@ static void priv_track(Engine *e, const ProcMap *m)
         if (whole) {
                 if (uffd_writeprotect(e->async_uffd, m->start, m->end - m->start, true) < 0)
                         goto untrack;
-                r = pagemap_scan(e->pagemap_fd, m->start, m->end, PAGE_IS_FILE, PAGE_IS_FILE,
-                                 PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT, spans_add, &spans);
-                if (r < 0)
+                pages = private_spans(e, m->start, m->end, &spans);
+                if (pages < 0)
                         goto untrack;
-                pages = spans_pages(&spans);
                 pt->watched = pages == 0;
-                if (e->priv_held_pages + pages > e->priv_held_max)
+                if (e->priv_held_pages + (uint64_t)pages > e->priv_held_max)
                         goto out; /* tracked, nothing held: the freeze copies its private pages */
         } else
                 for (size_t i = 0; i < spans.n; i++)
@@ -2421,16 +2412,7 @@ static int copy_frozen_private(void *userdata, uint64_t start, uint64_t end, uin
 /* The first span of s (sorted, disjoint) that ends above addr. */
 static size_t spans_lower_bound(const Spans *s, uint64_t addr)
 {
-        size_t lo = 0, hi = s->n;
-
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (s->v[mid][1] <= addr)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return lo;
+        return lower_bound_addr(s->v, s->n, sizeof(*s->v), sizeof(uint64_t), addr + 1);
 }
 
 static bool spans_contain(const Spans *s, uint64_t addr)
@@ -3835,8 +3817,7 @@ static void reap_all(Engine *e)
         }
 }
 
-/* Serves ptrace stops and termination signals until *until (or a failure). */
-/* Serves the target's ptrace events and our signals until *until, a stop, or deadline_usec (0: none). */
+/* Serves ptrace stops and termination signals until *until, a failure, or deadline_usec (0: none). */
 static void supervise(Engine *e, int sfd, atomic_bool *until, uint64_t deadline_usec)
 {
         Target *t = e->target;
@@ -4368,8 +4349,13 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         /* Names are not worth the freeze's time (~10 us a thread): read now, a moment after the instant. */
         target_read_thread_names(e->target);
         {
+                /* The process's name is its main thread's; a main thread gone leaves it to /proc. */
+                Tracee *main_thread = target_find(e->target, pid);
                 ProcStatus st;
-                if (proc_status_read(pid, 0, &st) >= 0)
+
+                if (main_thread && main_thread->at_instant && main_thread->saved.comm[0])
+                        memcpy(comm, main_thread->saved.comm, sizeof(comm) - 1);
+                else if (proc_status_read(pid, 0, &st) >= 0)
                         memcpy(comm, st.name, sizeof(comm) - 1);
         }
         if (handler) {
