@@ -2303,9 +2303,12 @@ static void priv_drop_held(Engine *e, PrivTrack *pt)
  * A private file mapping this size or smaller is protected whole when tracked, not only its private pages:
  * one with none of them then costs the freeze a scan for written pages only, which, unlike a scan for the
  * private pages, does not look up each present page of the file (a library's text). Protecting puts a
- * marker in each empty page, hence page tables, so larger mappings keep to their private pages.
+ * marker in each empty page, hence page tables, so larger mappings keep to their private pages. Building
+ * with -DPRIV_WATCH_MAX=0 protects none whole (bench/README.md, "Library mappings protected whole").
  */
+#ifndef PRIV_WATCH_MAX
 #define PRIV_WATCH_MAX (32ULL << 20)
+#endif
 
 /* Adds [start, end), the private pages of m, to what pt holds. */
 static int priv_hold(Engine *e, PrivTrack *pt, uint64_t start, uint64_t end)
