@@ -4355,8 +4355,10 @@ _export_ int livesnap_dump(pid_t pid, const char *path, const LivesnapDumpOption
         r = target_resume_all(e->target);
         t_freeze1 = now_usec();
         res->freeze_us = t_freeze1 - t_freeze0;
-        freeze_sched_leave(&freeze_sched);
+        /* Before leaving SCHED_FIFO: the threads just resumed may then hold this CPU for a millisecond or
+         * more, which is not the freeze's. */
         debug_step("resume", &t_step);
+        freeze_sched_leave(&freeze_sched);
         if (r < 0) {
                 snprintf(res->error, sizeof(res->error), "resuming the target failed: %s", strerror(-r));
                 goto out;
