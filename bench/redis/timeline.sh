@@ -15,7 +15,9 @@
 #   bench/redis/timeline.sh 4 1; LIVESNAP_NO_FOLLOW=1 bench/redis/timeline.sh 4 1
 # or, alternating two builds on one filled Redis (each a build directory holding a livesnap, which
 # may be a script that sets the environment and runs another), BUILD="build /tmp/old" timeline.sh 4 6.
-# The load's replies per TICK_MS (500) and their longest latency are laid in too.
+# The load's replies per TICK_MS (500) and their longest latency are laid in too. The load is a closed
+# loop (next SET when the reply comes) unless LOAD_RATE=N makes it open loop at N SET/s, latency then
+# counted from when each SET was due, as in run.sh.
 # KILL_AFTER=SECONDS kills each dump (SIGKILL) that long after it starts and follows the load 3 s more:
 # what the kernel's clean-up of a killed dump (un-protecting everything at once) costs the target.
 # Settings (environment): BUILD (default build; several, space-separated, are taken in turn), IMGDIR (/var/tmp), TRACE_US (50000), SCHED_TRACE (a
@@ -84,7 +86,7 @@ for ((run = 1; run <= RUNS; run++)); do
 	LIVESNAP=${BUILDS[(run - 1) % ${#BUILDS[@]}]}/livesnap
 	rm -f "$W/load.ctl" "$W/ping.ctl"
 	mkfifo "$W/load.ctl" "$W/ping.ctl"
-	LOADGEN_TICK_MS=$TICK_MS "$W/loadgen" "$SOCK" 8 "$KEYS" "$VALUE_BYTES" 0 <"$W/load.ctl" >"$W/load.out" \
+	LOADGEN_TICK_MS=$TICK_MS "$W/loadgen" "$SOCK" 8 "$KEYS" "$VALUE_BYTES" "${LOAD_RATE:-0}" <"$W/load.ctl" >"$W/load.out" \
 		2>"$W/ticks.out" &
 	lpid=$!
 	PINGLOOP_TRACE_US=$TRACE_US "$W/pingloop" "$SOCK" 100 <"$W/ping.ctl" >"$W/ping.out" 2>"$W/gaps.out" &
