@@ -986,8 +986,8 @@ static void read_tid_batch(Target *t, Tracee **who, const uint64_t *addr, size_t
                 if (got >= 0 && (size_t)got >= (i + 1) * sizeof(words[i])) {
                         if (words[i] == who[i]->tid)
                                 who[i]->clear_child_tid = addr[i];
-                } else
-                        (void)tracee_read_tid_address(t, who[i]); /* stops at the first it cannot read */
+                } else /* process_vm_readv() stopped at the first word it could not read */
+                        (void)tracee_read_tid_address(t, who[i]);
         }
 }
 
